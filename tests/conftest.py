@@ -1,0 +1,40 @@
+"""Shared fixtures: compose the real configs with Hydra's compose API, runs under tmp_path, CPU only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from vmf_embeddings.rundir import register_resolvers
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+torch.set_num_threads(2)
+register_resolvers()
+
+
+def compose_config(overrides: Optional[List[str]] = None, return_hydra_config: bool = False) -> DictConfig:
+    """The config `python -m vmf_embeddings.main <overrides>` would run with."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []), return_hydra_config=return_hydra_config)
+
+
+# Settings that make a CPU test run small; everything else stays at its default.
+FAST = ["device=cpu", "progress_bar=false", "num_workers=0"]
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose_config
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return root

@@ -1,0 +1,142 @@
+"""End-to-end training on the bundled digits: accuracy, resume, errors, extraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vmf_embeddings.train as train_module
+from tests.conftest import FAST, compose_config
+from vmf_embeddings.errors import CheckpointError, ConfigError, NonFiniteLossError
+from vmf_embeddings.main import run
+
+METHODS = ["unnormalized_sce", "normalized_sce", "arcface", "hyperbolic_sce", "vmf_softmax"]
+# The default config with a shorter budget: 12 epochs of 50 episodes (10 classes x 13) instead of
+# up to 1000 epochs of 250 with patience 35, so five methods train in about a minute on 2 cores.
+SHORT = ["mode.epochs=12", "sampler.n_episodes=50"]
+
+
+def _train(tmp_path: Path, overrides, name="run"):
+    cfg = compose_config(FAST + overrides)
+    run_dir = tmp_path / name
+    best = run(cfg, run_dir)
+    return cfg, run_dir, best
+
+
+def _extract(tmp_path: Path, run_dir: Path, overrides=()):
+    cfg = compose_config(FAST + ["mode=get_embeddings", *overrides])
+    run(cfg, run_dir)
+    return {split: np.load(run_dir / "embeddings" / f"{split}.npz") for split in ("train", "val", "test")}
+
+
+def _test_accuracy(arrays, head_cfg_method: str, run_dir: Path) -> float:
+    test = arrays["test"]
+    if "logits" in test:
+        return float((test["logits"].argmax(1) == test["labels"]).mean())
+    # vMF: the paper's Monte-Carlo prediction from the exported state
+    from vmf_embeddings.build import build_model
+    from vmf_embeddings.extract import load_run_config
+
+    model = build_model(load_run_config(run_dir))
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)["model"])
+    z = torch.from_numpy(test["embeddings"]) / model.head.z_kappa_mult
+    logits = model.head.logits(z, n_samples=10, generator=torch.Generator().manual_seed(0))
+    return float((logits.argmax(1).numpy() == test["labels"]).mean())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_reaches_90_percent_on_digits(tmp_path, method):
+    cfg, run_dir, best = _train(tmp_path, [f"method={method}", *SHORT])
+    assert best >= 0.9, best
+    assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
+    arrays = _extract(tmp_path, run_dir)
+    test = arrays["test"]
+    assert test["embeddings"].dtype == np.float32 and test["labels"].dtype == np.int64
+    assert test["embeddings"].shape == (len(test["labels"]), 3)
+    assert str(test["geometry"]) == cfg.method.geometry
+    if method == "vmf_softmax":
+        np.testing.assert_allclose(test["kappa"], np.linalg.norm(test["embeddings"], axis=1), rtol=1e-5)
+        assert {"weights", "temperature", "z_kappa_mult"} <= set(test.files)
+    if method == "hyperbolic_sce":
+        assert float(test["curvature"]) == pytest.approx(1e-5)
+    assert _test_accuracy(arrays, method, run_dir) >= 0.9
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(tmp_path, monkeypatch):
+    overrides = ["method=vmf_softmax", "mode.epochs=3", "sampler.n_episodes=6"]
+    _, straight_dir, _ = _train(tmp_path, overrides, name="straight")
+
+    def kill_after_first(epoch):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_after_epoch", kill_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, overrides, name="killed")
+    monkeypatch.setattr(train_module, "_after_epoch", lambda epoch: None)
+    killed_dir = tmp_path / "killed"
+    assert torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 0
+    with pytest.raises(CheckpointError, match="resume=true"):
+        _train(tmp_path, overrides, name="killed")  # never overwritten silently
+    _train(tmp_path, overrides + ["resume=true"], name="killed")
+    a = torch.load(straight_dir / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2 and b["finished"]
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_finished_run_is_not_overwritten(tmp_path):
+    overrides = ["mode.epochs=1", "sampler.n_episodes=2"]
+    _train(tmp_path, overrides)
+    with pytest.raises(CheckpointError, match="finished run"):
+        _train(tmp_path, overrides)
+    _train(tmp_path, overrides + ["overwrite=true"])
+
+
+def test_nan_loss_stops_with_step_named_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    overrides = ["mode.epochs=3", "sampler.n_episodes=4"]
+    from vmf_embeddings.methods.softmax import UnnormalizedSoftmax
+
+    original = UnnormalizedSoftmax.loss
+    calls = {"n": 0}
+
+    def poisoned(self, embeddings, labels, targets=None):
+        calls["n"] += 1
+        loss = original(self, embeddings, labels, targets)
+        return loss * float("nan") if calls["n"] == 6 else loss  # epoch 1, step 1
+
+    monkeypatch.setattr(UnnormalizedSoftmax, "loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1") as info:
+        _train(tmp_path, overrides)
+    assert "\n" not in str(info.value)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_get_embeddings_without_checkpoint_names_the_path(tmp_path):
+    cfg = compose_config(FAST + ["mode=get_embeddings"])
+    with pytest.raises(CheckpointError, match=str(tmp_path / "nothing")):
+        run(cfg, tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method=vmf_softmax", "arch.params.embedding_dim=1"], "embedding_dim"),
+        (["method=vmf_softmax", "arch.params.use_vmf=false"], "arch.params.use_vmf"),
+        (["method=unnormalized_sce", "arch.params.learn_temp=true"], "learn_temp"),
+        (["arch.params.n_classes=7"], "arch.params.n_classes=7"),
+        (["device=cuda:3"] if not torch.cuda.is_available() else ["mode.epochs=0"], "device|mode.epochs"),
+    ],
+)
+def test_bad_configs_fail_up_front_in_one_line(tmp_path, overrides, message):
+    cfg = compose_config(FAST[1:] + overrides)
+    with pytest.raises(ConfigError, match=message) as info:
+        run(cfg, tmp_path / "bad")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "bad" / "checkpoints").exists()

@@ -1,0 +1,83 @@
+"""The only caller of `hydra.utils.instantiate`: datasets, model, sampler, optimizer and scheduler."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from vmf_embeddings.datasets.base import DataSplits
+from vmf_embeddings.errors import ConfigError
+from vmf_embeddings.methods.base import Method
+
+
+class EmbeddingModel(nn.Module):
+    """backbone(x) -> f(x); the method head owns the loss, class state and predictions."""
+
+    def __init__(self, backbone: nn.Module, head: Method) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def build_data(cfg: DictConfig) -> DataSplits:
+    data = instantiate(cfg.dataset.loader)
+    if data.n_train_classes != cfg.dataset.n_train_classes:
+        raise ConfigError(
+            f"dataset.n_train_classes={cfg.dataset.n_train_classes} but the '{cfg.dataset.name}' files hold "
+            f"{data.n_train_classes} training classes; set dataset.n_train_classes={data.n_train_classes}"
+        )
+    return data
+
+
+def build_model(cfg: DictConfig) -> EmbeddingModel:
+    backbone = instantiate(cfg.arch.backbone)
+    head = instantiate(cfg.method.head)
+    return EmbeddingModel(backbone, head)
+
+
+def build_sampler(cfg: DictConfig, labels: torch.Tensor, seed: int):
+    sampler_cfg = OmegaConf.to_container(cfg.sampler, resolve=True)
+    sampler_cfg.pop("name", None)
+    return instantiate(sampler_cfg, labels=labels, seed=seed)
+
+
+def parameter_groups(model: EmbeddingModel, cfg: DictConfig) -> List[Dict]:
+    """SGD groups as the original: weights decayed; biases, 1-D tensors and class-level parameters not;
+    the temperature alone with its own learning rate, no momentum and no decay."""
+    mode = cfg.mode
+    decay, no_decay = [], []
+    for name, parameter in model.backbone.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (decay if parameter.ndim > 1 and not name.endswith("bias") else no_decay).append(parameter)
+    head_groups = model.head.param_groups()
+    decay += [p for p in head_groups.get("decay", []) if p.requires_grad]
+    no_decay += [p for p in head_groups.get("no_decay", []) if p.requires_grad]
+    temperature = [p for p in head_groups.get("temperature", []) if p.requires_grad]
+    groups = [
+        {"params": decay, "weight_decay": float(mode.weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": temperature, "lr": float(mode.temp_learning_rate), "momentum": 0.0, "nesterov": False,
+         "weight_decay": 0.0, "name": "temperature"},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(cfg: DictConfig, model: EmbeddingModel) -> torch.optim.Optimizer:
+    mode = cfg.mode
+    momentum = float(mode.momentum)
+    # The original used Nesterov only when asked and 0 < momentum < 1 (torch rejects nesterov at momentum 0).
+    nesterov = bool(mode.nesterov) and 0.0 < momentum < 1.0
+    factory = instantiate(mode.optimizer)
+    return factory(parameter_groups(model, cfg), lr=float(mode.learning_rate), momentum=momentum, nesterov=nesterov)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    return instantiate(cfg.mode.scheduler)(optimizer)

@@ -1,0 +1,48 @@
+"""Atomic checkpoints: a crash or Ctrl-C at any moment leaves the previous file intact."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from vmf_embeddings.errors import CheckpointError
+
+PathLike = Union[str, Path]
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as tmp_file:
+            write(tmp_file)
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def save_atomic(obj: Any, path: PathLike) -> None:
+    """torch.save to a temporary file in the same directory, fsync, then os.replace onto `path`."""
+    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def savez_atomic(path: PathLike, **arrays: np.ndarray) -> None:
+    """np.savez with the same atomic rename."""
+    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train this run first (mode=train with the same overrides)")
+    # Our own files: they hold RNG states and numpy arrays, so the restricted unpickler is not enough.
+    return torch.load(path, map_location=map_location, weights_only=False)

@@ -1,0 +1,81 @@
+"""Deterministic run directories derived from the command-line overrides.
+
+A run lives in `<runs_root>/<dataset>/<method>/<dim>dim/<name>/`. Without an explicit `name`, the name is
+built from the overrides that shape the model: keys of the training procedure (mode.*, sampler.*) and of
+the infrastructure (device, workers, resume...) are left out, so `mode=get_embeddings` with the same
+overrides lands in the same directory. Under multirun every job also gets the procedure keys in its name
+(sweeps vary them), so no two jobs share a directory. These functions are registered as OmegaConf
+resolvers and used by `hydra.run.dir` / `hydra.sweep.subdir` in conf/config.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Iterable, Optional
+
+from omegaconf import OmegaConf
+
+# Keys that never name a run: where it runs, how it is logged, and facts restated by other keys.
+INFRA_KEYS = {
+    "name", "mode", "resume", "overwrite", "device", "num_workers", "runs_root", "run_dir", "amp",
+    "channels_last", "progress_bar", "deterministic", "dataset", "method", "arch.params.embedding_dim",
+    "arch.params.use_vmf", "arch.params.n_classes", "dataset.dataset_path", "dataset.loader.download",
+}
+INFRA_PREFIXES = ("hydra.", "eval.", "hydra/")
+PROCEDURE_PREFIXES = ("mode.", "sampler.")
+PROCEDURE_KEYS = {"sampler"}
+MAX_NAME_LENGTH = 100
+
+
+def _key(override: str) -> str:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key
+
+
+def derived_name(overrides: Iterable[str], include_procedure: bool = False) -> str:
+    """A readable, filesystem-safe name from `key=value` overrides (sorted, so order does not matter)."""
+    kept = []
+    for override in overrides:
+        key = _key(str(override))
+        if key in INFRA_KEYS or key.startswith(INFRA_PREFIXES):
+            continue
+        if not include_procedure and (key in PROCEDURE_KEYS or key.startswith(PROCEDURE_PREFIXES)):
+            continue
+        kept.append(str(override).lstrip("+~"))
+    if not kept:
+        return "default"
+    name = ",".join(sorted(kept))
+    name = re.sub(r"[^A-Za-z0-9_.,=+\-]", "_", name)
+    if len(name) > MAX_NAME_LENGTH:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME_LENGTH - 11]}_{digest}"
+    return name
+
+
+def run_name(name: Optional[str], overrides: Iterable[str], multirun: bool) -> str:
+    """The last path component(s): explicit name, derived name, or `<name>/<derived>` inside a sweep."""
+    overrides = list(overrides or [])
+    if not multirun:
+        return str(name) if name else derived_name(overrides)
+    derived = derived_name(overrides, include_procedure=True)
+    return f"{name}/{derived}" if name else derived
+
+
+def run_dir_for(run_dir, runs_root, dataset, method, dim, name, overrides, hydra_mode="RUN") -> str:
+    if run_dir:
+        return str(run_dir)
+    return f"{runs_root}/{dataset}/{method}/{dim}dim/{run_name(name, overrides, hydra_mode == 'MULTIRUN')}"
+
+
+def sweep_subdir_for(run_dir, dataset, method, dim, name, overrides) -> str:
+    if run_dir:
+        raise ValueError("run_dir=... names one run; it cannot be combined with -m (multirun)")
+    return f"{dataset}/{method}/{dim}dim/{run_name(name, overrides, True)}"
+
+
+def register_resolvers() -> None:
+    """Make the resolvers available to Hydra before it composes the config (idempotent)."""
+    for resolver_name, function in (("run_dir_for", run_dir_for), ("sweep_subdir_for", sweep_subdir_for)):
+        if not OmegaConf.has_resolver(resolver_name):
+            OmegaConf.register_new_resolver(resolver_name, function)
