@@ -5,6 +5,8 @@
 the loop runs until every row has accepted (one host-device sync per iteration). It uses the exact b, not the
 biased large-kappa shortcut, so both samplers draw from the same distribution and only the loop differs.
 "new" is `vmf_embeddings.methods.vmf_distribution.sample_vmf` (a block of candidates per row, first accepted one).
+Columns: rounds / iterations of the rejection loop, time of the cosine stage alone ("w", where the two loops
+differ), and of the whole draw ("all", which adds the tangent Gaussians and the reflection, common to both).
 
     python scripts/bench_vmf_sampler.py                   # CPU, float32
     python scripts/bench_vmf_sampler.py --device cuda --repeats 50
@@ -13,6 +15,7 @@ biased large-kappa shortcut, so both samplers draw from the same distribution an
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,40 +40,42 @@ CASES = [
 ]
 
 
-def old_sample_vmf(mu: torch.Tensor, kappa: torch.Tensor, n_samples: int) -> Tuple[torch.Tensor, int]:
-    """The original loop (one proposal per row per iteration, until all accepted); returns (samples, iterations)."""
-    n, d = mu.shape
+def old_cosines(k: torch.Tensor, d: int) -> Tuple[torch.Tensor, int]:
+    """w = mu^T x for one draw per entry of k, the original way; returns (w, loop iterations)."""
     m = d - 1
-    k = kappa.unsqueeze(0).expand(n_samples, n).reshape(-1)
     if d == 3:
-        u = torch.rand(k.shape, dtype=mu.dtype, device=mu.device)
-        w = 1 + torch.logsumexp(torch.stack([u.log(), (1 - u).log() - 2 * k]), 0) / k
-        iterations = 0
-    else:
-        c = torch.sqrt(4 * k * k + m * m)
-        b = (c - 2 * k) / m  # the original's (cancelling) form of the exact b
-        a = (m + 2 * k + c) / 4
-        delta = 4 * a * b / (1 + b) - m * torch.log(torch.tensor(float(m), dtype=mu.dtype))
-        beta = torch.distributions.Beta(torch.tensor(m / 2.0), torch.tensor(m / 2.0))
-        w = torch.zeros_like(k)
-        pending = torch.ones_like(k, dtype=torch.bool)
-        iterations = 0
-        while bool(pending.any()):
-            iterations += 1
-            eps = beta.sample(k.shape).to(mu.device, mu.dtype)
-            u = torch.rand(k.shape, dtype=mu.dtype, device=mu.device).clamp_min(1e-20)
-            w_ = (1 - (1 + b) * eps) / (1 - (1 - b) * eps)
-            t = 2 * a * b / (1 - (1 - b) * eps)
-            accept = (m * torch.log(t) - t + delta) > torch.log(u)
-            take = pending & accept
-            w = torch.where(take, w_, w)
-            pending = pending & ~accept
-    v = F.normalize(torch.randn(n_samples * n, m, dtype=mu.dtype, device=mu.device), dim=-1)
+        u = torch.rand(k.shape, dtype=k.dtype, device=k.device)
+        return 1 + torch.logsumexp(torch.stack([u.log(), (1 - u).log() - 2 * k]), 0) / k, 0
+    c = torch.sqrt(4 * k * k + m * m)
+    b = (c - 2 * k) / m  # the original's (cancelling) form of the exact b
+    a = (m + 2 * k + c) / 4
+    delta = 4 * a * b / (1 + b) - m * math.log(m)
+    beta = torch.distributions.Beta(torch.tensor(m / 2.0), torch.tensor(m / 2.0))
+    w = torch.zeros_like(k)
+    pending = torch.ones_like(k, dtype=torch.bool)
+    iterations = 0
+    while bool(pending.any()):  # one host-device sync per iteration
+        iterations += 1
+        eps = beta.sample(k.shape).to(k.device, k.dtype)
+        u = torch.rand(k.shape, dtype=k.dtype, device=k.device).clamp_min(1e-20)
+        w_ = (1 - (1 + b) * eps) / (1 - (1 - b) * eps)
+        t = 2 * a * b / (1 - (1 - b) * eps)
+        accept = (m * torch.log(t) - t + delta) > torch.log(u)
+        w = torch.where(pending & accept, w_, w)
+        pending = pending & ~accept
+    return w, iterations
+
+
+def old_sample_vmf(mu: torch.Tensor, kappa: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """The original sampler end to end: cosines, clamped tangent radius, Householder reflection."""
+    n, d = mu.shape
+    w, _ = old_cosines(kappa.unsqueeze(0).expand(n_samples, n).reshape(-1), d)
+    v = F.normalize(torch.randn(n_samples * n, d - 1, dtype=mu.dtype, device=mu.device), dim=-1)
     x = torch.cat([w[:, None], torch.sqrt((1 - w * w).clamp_min(1e-7))[:, None] * v], -1).reshape(n_samples, n, d)
     e1 = torch.zeros_like(mu)
     e1[:, 0] = 1
     u_ = F.normalize(e1 - mu, dim=-1, eps=1e-7)
-    return x - 2 * (x * u_).sum(-1, keepdim=True) * u_, iterations
+    return x - 2 * (x * u_).sum(-1, keepdim=True) * u_
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -93,24 +98,31 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     gen = torch.Generator(device=device).manual_seed(0)
     print(f"device={device} dtype={args.dtype} threads={torch.get_num_threads()} repeats={args.repeats}")
-    print(f"{'N':>6} {'D':>4} {'kappa':>7} {'S':>3} | {'new ms':>8} {'rounds':>6} | {'old ms':>8} {'iters':>5} | speed-up")
+    print(
+        f"{'N':>6} {'D':>4} {'kappa':>7} {'S':>3} | {'rounds':>6} {'iters':>5} | "
+        f"{'w new':>8} {'w old':>8} {'x':>5} | {'all new':>8} {'all old':>8} {'x':>5}   (ms per call)"
+    )
     for n, d, kappa, s in CASES:
         mu = F.normalize(torch.randn(n, d, generator=gen, device=device, dtype=dtype), dim=-1)
         k = torch.full((n,), kappa, device=device, dtype=dtype)
-        rounds = 1
-        if d != 3:
-            rows = k.unsqueeze(0).expand(s, n).reshape(-1)
-            rounds = vmf_distribution._accepted_beta(rows, d - 1, gen)[1]
-        new_ms = timed(lambda: sample_vmf(mu, k, s, generator=gen), args.repeats, device)
-        old_iters = old_sample_vmf(mu, k, s)[1]
-        old_ms = timed(lambda: old_sample_vmf(mu, k, s), args.repeats, device)
+        rows = k.unsqueeze(0).expand(s, n).reshape(-1)
+        rounds = vmf_distribution._accepted_proposal(rows, d - 1, gen)[2] if d != 3 else 0
+        iters = old_cosines(rows, d)[1]
+        w_new = timed(lambda: vmf_distribution._one_minus_w(rows, d, gen), args.repeats, device)
+        w_old = timed(lambda: old_cosines(rows, d), args.repeats, device)
+        all_new = timed(lambda: sample_vmf(mu, k, s, generator=gen), args.repeats, device)
+        all_old = timed(lambda: old_sample_vmf(mu, k, s), args.repeats, device)
         print(
-            f"{n:>6} {d:>4} {kappa:>7g} {s:>3} | {new_ms:>8.2f} {rounds:>6} | {old_ms:>8.2f} {old_iters:>5} | "
-            f"{old_ms / new_ms:>5.2f}x"
+            f"{n:>6} {d:>4} {kappa:>7g} {s:>3} | {rounds:>6} {iters:>5} | "
+            f"{w_new:>8.2f} {w_old:>8.2f} {w_old / w_new:>5.2f} | "
+            f"{all_new:>8.2f} {all_old:>8.2f} {all_old / all_new:>5.2f}"
         )
 
 

@@ -5,13 +5,29 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vmf_embeddings.datasets.base import DataSplits
-from vmf_embeddings.errors import ConfigError
+from vmf_embeddings.errors import ConfigError, UserError
 from vmf_embeddings.methods.base import Method
+
+
+def instantiate(config, *args, **kwargs):
+    """hydra.utils.instantiate, but a user-facing error raised inside the target surfaces as itself
+    (one line naming the key and the fix) instead of Hydra's multi-line wrapper."""
+    try:
+        return hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            key = getattr(config, "_target_", None) or (config.get("_target_") if isinstance(config, dict) else "")
+            raise ConfigError(f"building {key}: {cause}") from None
+        raise
 
 
 class EmbeddingModel(nn.Module):

@@ -15,3 +15,7 @@ class CheckpointError(UserError, FileNotFoundError):
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class WeightsUnavailableError(UserError, RuntimeError):
+    """Pretrained weights were requested but cannot be downloaded or found in the cache."""

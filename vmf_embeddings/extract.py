@@ -100,6 +100,9 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
         source = BatchSource(split, data, device, "none", int(cfg.num_workers))
         arrays = split_arrays(model, source, int(get_cfg.batch_size), with_logits)
         arrays["labels"] = arrays["labels"].astype(np.int64)
+        original = data.extras.get("original_labels", {}).get(split_name)
+        if original is not None:  # open-set data: class ids before the per-split re-indexing
+            arrays["original_ids"] = np.asarray(original, dtype=np.int64)
         target = out_dir / f"{split_name}.npz"
         checkpoint.savez_atomic(target, **arrays, **meta)
         written[split_name] = target

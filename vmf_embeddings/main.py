@@ -47,7 +47,6 @@ def main(cfg: DictConfig) -> Optional[float]:
         return run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except UserError as error:
         # One line, no traceback: the message names the key or file and the fix.
-        log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -250,7 +250,8 @@ def test_ratio_approx_max_relative_error(d):
 @pytest.mark.parametrize("d", [3, 10, 128, 512])
 def test_ratio_approx_limits(d):
     small = _t([1e-5])
-    assert abs((bessel_ratio_approx(d, small) / mean_resultant_length(d, small)).item() - (1 + 1 / (2 * (d - 1)))) < 1e-8
+    ratio = (bessel_ratio_approx(d, small) / mean_resultant_length(d, small)).item()
+    assert abs(ratio - (1 + 1 / (2 * (d - 1)))) < 1e-8
     big = 1e7
     expected = (d - 1) / (2 * big)  # 1 - A ~ (d-1)/(2 kappa)
     for fn in (bessel_ratio_approx, mean_resultant_length):
@@ -272,6 +273,23 @@ def test_log_normalizer_approx_differences(d):
     kappa = _t(np.logspace(-2, 4, 121))
     gap = (log_vmf_normalizer(d, kappa) - log_vmf_normalizer_approx(d, kappa)).numpy()
     assert gap.max() - gap.min() <= 0.12
+
+
+def test_approximations_match_the_original_formulas():
+    # transcription of the original bessel_approx.py (note §2.1); the original log-normaliser takes kappa^2
+    def original_ratio(kappa, d):
+        d_m, d_p = d / 2.0 - 0.5, d / 2.0 + 0.5
+        return 0.5 * (kappa / (d_m + torch.sqrt(d_p**2 + kappa**2)) + kappa / (d_m + torch.sqrt(d_m**2 + kappa**2)))
+
+    def original_log_c(k_squared, d):
+        d_m, d_p = d / 2.0 - 0.5, d / 2.0 + 0.5
+        s_m, s_p = torch.sqrt(d_m**2 + k_squared), torch.sqrt(d_p**2 + k_squared)
+        return 0.5 * (d_m * torch.log(d_m + s_m) - s_m + d_m * torch.log(d_m + s_p) - s_p)
+
+    kappa = _t(KAPPAS)
+    for d in [2, 3, 128, 2048]:
+        assert torch.allclose(bessel_ratio_approx(d, kappa), original_ratio(kappa, d), rtol=1e-15, atol=0)
+        assert torch.allclose(log_vmf_normalizer_approx(d, kappa), original_log_c(kappa**2, d), rtol=1e-15, atol=1e-12)
 
 
 def test_approximations_stay_finite_in_float32():

@@ -219,13 +219,16 @@ def test_input_validation_and_clear_error():
         sample_vmf(mu, torch.tensor([1.0, float("nan")], dtype=torch.float64), 3, generator=_gen(0))
 
 
-def test_block_size_makes_a_second_round_rare():
-    # d = 2 at large kappa has the lowest acceptance (0.657); still one round is the rule
-    rounds = [
-        vmf_dist._accepted_beta(torch.full((2560,), 1e4, dtype=torch.float64), 1, _gen(seed))[1] for seed in range(20)
-    ]
+def test_block_size_makes_a_second_round_rare(monkeypatch):
+    # d = 2 at large kappa has the lowest acceptance (0.657); with the accelerator block one round is the rule
+    rows = torch.full((2560,), 1e4, dtype=torch.float64)
+    cpu_rounds = [vmf_dist._accepted_proposal(rows, 1, _gen(seed))[2] for seed in range(3)]
+    assert vmf_dist._block_size(2560, torch.device("cpu")) == vmf_dist._CPU_BLOCK and max(cpu_rounds) <= 8
+    accelerator_block = vmf_dist._block_size(2560, torch.device("cuda"))
+    assert accelerator_block == 15 and vmf_dist._block_size(1, torch.device("cuda")) == vmf_dist._MIN_BLOCK
+    monkeypatch.setattr(vmf_dist, "_block_size", lambda n, device: accelerator_block)
+    rounds = [vmf_dist._accepted_proposal(rows, 1, _gen(seed))[2] for seed in range(10)]
     assert max(rounds) <= 2 and sum(r > 1 for r in rounds) <= 1, rounds
-    assert vmf_dist._block_size(2560) == 15 and vmf_dist._block_size(1) == vmf_dist._MIN_BLOCK
 
 
 def test_von_mises_fisher_wrapper():

@@ -6,6 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
+from vmf_embeddings.errors import WeightsUnavailableError
+
 _FACTORIES = {
     18: (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
     34: (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
@@ -42,7 +44,7 @@ class TorchvisionResNet(nn.Module):
             try:
                 state = weights.get_state_dict(progress=True)
             except Exception as error:  # no network / no cached weights
-                raise RuntimeError(
+                raise WeightsUnavailableError(
                     f"arch.params.pretrained=true needs torchvision's {weights} weights; downloading them failed "
                     f"({type(error).__name__}). Run once online or place the file in the torch hub cache "
                     f"($TORCH_HOME/hub/checkpoints), or set arch.params.pretrained=false"

@@ -15,8 +15,10 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from vmf_embeddings.errors import UserError
 
-class DatasetMissingError(FileNotFoundError):
+
+class DatasetMissingError(UserError, FileNotFoundError):
     """Raised with a one-line message naming `dataset_path`, the expected files and the fix."""
 
 

@@ -26,7 +26,7 @@ d/dkappa log C_d = -A_d. Using these identities instead of differentiating the e
 avoids the catastrophic cancellation nu/kappa - (R + nu/kappa) at small kappa.
 
 Internally everything is evaluated in float64 (float32 on devices without float64, e.g. MPS) and cast back to the
-input dtype, so float32 callers get correctly rounded float32 values instead of float32 round-off in intermediate
+input dtype, so float32 callers get float64-accurate values rounded once, instead of float32 round-off in intermediate
 quantities of size ~kappa.
 
 The paper's closed-form approximations (`bessel_ratio_approx`, `log_vmf_normalizer_approx`) are kept separately
@@ -110,7 +110,7 @@ def _debye_terms(nu: float) -> int:
     """Fewest Debye terms whose first neglected term P_(K+1)/r^(K+1) is below _DEBYE_TOL for every r >= r_min.
 
     r = hypot(nu, x) >= max(nu, _DEBYE_RADIUS), known on the host, so high orders need fewer terms
-    (12 at r >= 30, 8 at nu = 63, 5 at nu = 255, 4 at nu = 1023).
+    (12 at r >= 30, 8 at nu = 63, 6 at nu = 255, 4 at nu = 1023).
     """
     r_min = max(nu, _DEBYE_RADIUS)
     for k in range(1, _MAX_DEBYE_TERMS + 1):

@@ -7,14 +7,18 @@ reflection e1 -> mu, as in the original code (s-vae-pytorch, reference note §2.
   (d-1)/(4 kappa) for kappa >= 11 (blended on 10..11); that breaks Wood's envelope unless kappa >> d and biases the
   samples (note §7.1: E[mu^T x] = 0.31 instead of 0.40 at d = 128, kappa = 60). We do NOT copy that shortcut.
 * With the exact b, a b = (d-1)(1+b)/4, so Wood's test (d-1) log t - t + delta >= log u becomes
-  m (log tau - tau + 1) >= log u, m = d - 1, with tau - 1 = (1-b)(2 eps - 1) / (2 (1 - (1-b) eps)). Algebraically
-  the same test, but without the m log m - m log t cancellation (thousands at d = 512) that float32 cannot afford.
-  Likewise 1 - w = 2 b eps / (1 - (1-b) eps) and 1 - b are formed directly, so w near 1 (large kappa) keeps its
-  relative accuracy and sqrt(1 - w^2) = sqrt((1-w)(1+w)) needs no 1e-7 clamp.
+  m (log tau - tau + 1) >= log u, m = d - 1, with tau - 1 = (1-b) s / ((1-s) + b (1+s)), s = 2 eps - 1.
+  Algebraically the same test, but without the m log m - m log t cancellation (thousands at d = 512) that float32
+  cannot afford. Likewise 1 - w = 2 b (1+s) / ((1-s) + b (1+s)) and 1 - b are formed directly, so w near 1 (large
+  kappa) keeps its relative accuracy and sqrt(1 - w^2) = sqrt((1-w)(1+w)) needs no 1e-7 clamp.
 * Vectorised: every pending row proposes a block of candidates at once and keeps the first accepted one (argmax
-  over the accept mask). The block is sized so that a second round is rare (measured acceptance >= 0.65 for every
-  d >= 2, kappa in [1e-4, 1e5]); the only host-device sync is one "all accepted?" check per round, normally one
-  per call. The original looped until every row had accepted, one candidate per row per iteration.
+  over the accept mask); later rounds run only on the rows still pending. On accelerators the block is sized so
+  that a second round is rare (measured acceptance >= 0.65 for every d >= 2, kappa in [1e-4, 1e5]) and the only
+  host-device sync is one "all accepted?" check per round, normally one per call; on CPU, where a sync is free, the
+  block is small (4) to draw fewer random numbers. The original looped until every row had accepted, re-proposing
+  one candidate for every row per iteration.
+* The Beta(m/2, m/2) proposal is drawn as (1 + Z / sqrt(Z^2 + chi^2_m)) / 2 (one gamma, one normal, and the
+  passed generator; torch.distributions.Beta takes none).
 * d = 3 uses the exact inverse CDF, 1 - w = -log1p(-v (1 - e^(-2 kappa))) / kappa, v ~ U[0, 1), which is accurate
   from kappa = 1e-4 (where the original's logsumexp form loses all digits in float32) to 1e5.
 * Randomness comes only from the `generator` argument when given (no global RNG), so draws are reproducible.
@@ -39,15 +43,22 @@ __all__ = ["sample_vmf", "VonMisesFisher"]
 #: measured lower bound on Wood's acceptance probability over d >= 2, kappa in [1e-4, 1e5] (the worst case, 0.657,
 #: is d = 2 at large kappa); used only to size the candidate block
 _MIN_ACCEPT = 0.65
-#: a round leaves on average at most this many rows pending (so a second round happens in ~1e-3 of the calls)
+#: accelerators: a round leaves on average at most this many rows pending, so a second round (and a second
+#: host-device sync) happens in ~1e-3 of the calls
 _PENDING_TARGET = 1e-3
 _MIN_BLOCK, _MAX_BLOCK = 8, 64
-#: rounds before giving up; with >= 8 candidates per round a row fails all of them with probability < 0.35^160
+#: CPU: a sync costs nothing there, so propose few candidates (~1.5 are needed on average) and let the few pending
+#: rows (0.35^4 = 1.5%) go round again; this draws ~3x fewer random numbers than the accelerator block
+_CPU_BLOCK = 4
+#: rounds before giving up; a row fails all of them with probability < 0.35^80
 _MAX_ROUNDS = 20
 
 
-def _block_size(n_rows: int) -> int:
-    """Candidates per row so that E[#rows without an accepted candidate] = n_rows 0.35^B <= _PENDING_TARGET."""
+def _block_size(n_rows: int, device: torch.device) -> int:
+    """Candidates per row and round: on accelerators enough that E[#rows without an accepted candidate] =
+    n_rows 0.35^B <= _PENDING_TARGET (one sync per call, the waste is parallel and nearly free); on CPU a few."""
+    if device.type == "cpu":
+        return _CPU_BLOCK
     needed = math.log(_PENDING_TARGET / max(n_rows, 1)) / math.log(1.0 - _MIN_ACCEPT)
     return int(min(max(math.ceil(needed), _MIN_BLOCK), _MAX_BLOCK))
 
@@ -61,30 +72,56 @@ def _wood_constants(kappa: Tensor, m: int) -> Tuple[Tensor, Tensor]:
     return b, one_minus_b
 
 
-def _accepted_beta(kappa: Tensor, m: int, generator: Optional[torch.Generator]) -> Tuple[Tensor, int]:
-    """One accepted Beta(m/2, m/2) proposal eps per entry of `kappa` (no gradient; w is rebuilt from it after),
-    and the number of rounds it took."""
-    n_rows = kappa.numel()
-    block = _block_size(n_rows)
+def _symmetric_beta(
+    shape: Tuple[int, int], m: int, like: Tensor, generator: Optional[torch.Generator]
+) -> Tuple[Tensor, Tensor]:
+    """(1 + s, 1 - s) for s = 2 eps - 1, eps ~ Beta(m/2, m/2), each without cancellation.
+
+    s = Z / sqrt(Z^2 + V), Z ~ N(0, 1), V ~ chi^2_m = 2 Gamma(m/2): the first coordinate of a uniform point on
+    S^m, whose (1 + s)/2 is Beta(m/2, m/2). One gamma and one normal instead of the usual two gammas (gamma draws
+    dominate the CPU cost), and 1 -+ s are formed as V / (r +- Z) / r on the side where r -+ Z would cancel.
+    (torch.distributions.Beta cannot take a generator; torch._standard_gamma can.)
+    """
+    z = torch.randn(shape, dtype=like.dtype, device=like.device, generator=generator)
+    v = 2.0 * torch._standard_gamma(
+        torch.full(shape, m / 2.0, dtype=like.dtype, device=like.device), generator=generator
+    )
+    r = torch.sqrt(z * z + v)
+    one_plus = torch.where(z >= 0, r + z, v / (r - z)) / r
+    one_minus = torch.where(z <= 0, r - z, v / (r + z)) / r
+    return one_plus, one_minus
+
+
+def _accepted_proposal(kappa: Tensor, m: int, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor, int]:
+    """(1 + s, 1 - s) of one accepted Wood proposal per entry of `kappa` (flattened), and the rounds it took.
+
+    No gradient: w is rebuilt from (1 +- s) and a differentiable b(kappa) afterwards.
+    """
     kappa = kappa.reshape(-1)
-    _, one_minus_b = _wood_constants(kappa, m)
-    eps = torch.zeros_like(kappa)
-    rows = torch.arange(n_rows, device=kappa.device)  # rows still pending (all of them in the first round)
+    n_rows = kappa.numel()
+    block = _block_size(n_rows, kappa.device)
+    b_all, omb_all = _wood_constants(kappa, m)
+    rows: Optional[Tensor] = None  # indices of the rows still pending; None = all rows (first round)
     for round_ in range(1, _MAX_ROUNDS + 1):
-        omb = one_minus_b[rows].unsqueeze(1)
-        conc = torch.full((rows.numel(), block), m / 2.0, dtype=kappa.dtype, device=kappa.device)
-        g1 = torch._standard_gamma(conc, generator=generator)
-        g2 = torch._standard_gamma(conc, generator=generator)
-        cand = g1 / (g1 + g2)
-        log_u = torch.log(torch.rand(conc.shape, dtype=kappa.dtype, device=kappa.device, generator=generator))
-        tau_m1 = omb * (2.0 * cand - 1.0) / (2.0 * (1.0 - omb * cand))
+        b, omb = (b_all, omb_all) if rows is None else (b_all[rows], omb_all[rows])
+        shape = (b.numel(), block)
+        opl, omi = _symmetric_beta(shape, m, kappa, generator)
+        log_u = torch.log(torch.rand(shape, dtype=kappa.dtype, device=kappa.device, generator=generator))
+        # Wood's test with the exact b: m (log tau - tau + 1) >= log u, tau - 1 = (1-b) s / ((1-s) + b (1+s))
+        tau_m1 = omb.unsqueeze(1) * (opl - omi) / 2.0 / (omi + b.unsqueeze(1) * opl)
         accept = log_u <= m * (torch.log1p(tau_m1) - tau_m1)
         first = accept.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first accepted candidate
         got = accept.any(dim=1)
-        eps[rows] = torch.where(got, cand.gather(1, first).squeeze(1), eps[rows])
+        sel_plus, sel_minus = opl.gather(1, first).squeeze(1), omi.gather(1, first).squeeze(1)
+        if rows is None:
+            one_plus, one_minus = sel_plus, sel_minus  # rows without an accepted candidate are redone below
+        else:
+            one_plus[rows] = torch.where(got, sel_plus, one_plus[rows])
+            one_minus[rows] = torch.where(got, sel_minus, one_minus[rows])
         if bool(got.all()):  # the one host-device sync of a round
-            return eps, round_
-        rows = rows[~got]
+            return one_plus, one_minus, round_
+        pending = (~got).nonzero().squeeze(1)
+        rows = pending if rows is None else rows[pending]
     raise RuntimeError(
         f"vMF rejection sampler: {rows.numel()} of {n_rows} rows had no accepted proposal after {_MAX_ROUNDS} rounds "
         f"of {block} candidates (d = {m + 1}); this should not happen for kappa in [1e-4, 1e5] -- check kappa for "
@@ -99,9 +136,11 @@ def _one_minus_w(kappa: Tensor, d: int, generator: Optional[torch.Generator]) ->
         return -torch.log1p(v * torch.expm1(-2.0 * kappa)) / kappa
     m = d - 1
     with torch.no_grad():
-        eps = _accepted_beta(kappa.detach(), m, generator)[0].reshape(kappa.shape)
-    b, one_minus_b = _wood_constants(kappa, m)
-    return 2.0 * b * eps / (1.0 - one_minus_b * eps)
+        one_plus, one_minus, _ = _accepted_proposal(kappa.detach(), m, generator)
+    one_plus, one_minus = one_plus.reshape(kappa.shape), one_minus.reshape(kappa.shape)
+    b, _ = _wood_constants(kappa, m)
+    # w = (1 - (1+b) eps) / (1 - (1-b) eps), eps = (1+s)/2  =>  1 - w = 2 b (1+s) / ((1-s) + b (1+s))
+    return 2.0 * b * one_plus / (one_minus + b * one_plus)
 
 
 def _householder_axis(mu: Tensor) -> Tensor:
@@ -121,7 +160,7 @@ def sample_vmf(
     """Draw `n_samples` reparameterised samples from vMF(mu_i, kappa_i) for every row i.
 
     Args:
-        mu: N x D mean directions (unit rows), D >= 2.
+        mu: N x D mean directions (unit rows: the reflection maps e1 to mu only if |mu| = 1), D >= 2.
         kappa: N concentrations (> 0; tested on [1e-4, 1e5]).
         n_samples: S, the number of draws per row.
         generator: source of all randomness when given (must live on mu's device).
@@ -147,12 +186,16 @@ def sample_vmf(
     # sqrt(1 - w^2); clamp only guards the exact 0 (w = 1), where sqrt has an infinite derivative
     radius = torch.sqrt((omw * (2.0 - omw)).clamp_min(torch.finfo(mu.dtype).tiny))
 
-    tangent = torch.randn((n_samples, n, d - 1), generator=generator, **kw)  # D = 2: one coordinate -> +-1
-    tangent = tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True).clamp_min(torch.finfo(mu.dtype).tiny)
+    # tangent direction: normalised Gaussian (D = 2: one coordinate, so +-1); the 1/|g| is folded into the radius
+    gauss = torch.randn((n_samples, n, d - 1), generator=generator, **kw)
+    scale = radius / torch.linalg.vector_norm(gauss, dim=-1).clamp_min(torch.finfo(mu.dtype).tiny)  # S x N
+    w = 1.0 - omw
+    x = torch.cat([w.unsqueeze(-1), gauss * scale.unsqueeze(-1)], dim=-1)  # samples around e1
 
-    x = torch.cat([(1.0 - omw).unsqueeze(-1), radius.unsqueeze(-1) * tangent], dim=-1)  # samples around e1
+    # Householder reflection e1 -> mu: x - 2 (x.u) u, with x.u from the pieces (one pass over gauss, not over x)
     u = _householder_axis(mu)  # N x D
-    return x - 2.0 * (x * u).sum(-1, keepdim=True) * u
+    proj = w * u[:, 0] + scale * torch.einsum("snk,nk->sn", gauss, u[:, 1:])
+    return torch.addcmul(x, proj.unsqueeze(-1), u, value=-2.0)
 
 
 class VonMisesFisher:

@@ -1,0 +1,32 @@
+"""Regression metrics in the target's own units (e.g. years for OmniArt).
+
+The HPN reimplementation reported MAE on normalised targets by mistake (hyperspherical prototypes
+note §3); evaluation therefore only accepts decoded predictions and raw targets, both in target units.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Union
+
+import numpy as np
+import torch
+
+Array = Union[np.ndarray, torch.Tensor]
+
+
+def _np64(x: Array) -> np.ndarray:
+    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64).reshape(-1)
+
+
+def mae(predictions: Array, targets: Array) -> float:
+    """Mean absolute error (1/N) sum |y_hat - y| in float64."""
+    p, t = _np64(predictions), _np64(targets)
+    if p.shape != t.shape:
+        raise ValueError(f"predictions ({p.shape[0]}) and targets ({t.shape[0]}) differ in length")
+    return float(np.mean(np.abs(p - t)))
+
+
+def regression_metrics(predictions: Array, targets: Array) -> Dict[str, float]:
+    """{"mae", "rmse"} in target units."""
+    p, t = _np64(predictions), _np64(targets)
+    return {"mae": mae(p, t), "rmse": float(np.sqrt(np.mean((p - t) ** 2)))}

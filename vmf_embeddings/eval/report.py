@@ -1,0 +1,184 @@
+"""Tables: one row per evaluated run (scripts/evaluate.py) and mean / std across seeds per
+configuration (scripts/aggregate.py), as Markdown and CSV.
+
+A configuration is the run's flattened resolved config minus the keys that do not change what is
+trained: seeds (`seed` and any `*.seed`), names and paths (`name`, `runs_root`, `run_dir`, any key
+ending in `path`/`dir`), infrastructure (`device`, `num_workers`, `amp`, `channels_last`,
+`deterministic`, `progress_bar`, `resume`, `overwrite`, `mode.extract_at_end`, `mode.name`) and the
+`eval` node. Runs with equal remaining configs are seeds of one configuration. The aggregate table
+names each configuration by dataset, method, dim and only the keys that differ between
+configurations, so a sweep's table shows exactly what was swept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+#: metrics shown first (in this order) when present; others follow alphabetically
+METRIC_ORDER = (
+    "accuracy", "top5_accuracy", "ece", "mce", "ece_l2_em15", "nll", "brier",
+    "recall@1", "recall@2", "recall@4", "recall@8", "recall@10", "recall@100", "recall@1000",
+    "precision@1", "r_precision", "map@r", "nmi", "ami",
+    "mc_recall@1", "mc_map@r", "mc_r_precision", "mae", "rmse", "average_cost", "mistake_severity",
+)
+#: per-run table (evaluate.py): the headline columns
+HEADLINE = ("accuracy", "ece", "nll", "recall@1", "map@r", "r_precision", "nmi", "mc_recall@1", "mae", "average_cost")
+IGNORED_KEYS = {
+    "seed", "name", "runs_root", "run_dir", "device", "num_workers", "amp", "channels_last", "deterministic",
+    "progress_bar", "resume", "overwrite", "mode.extract_at_end", "mode.name",
+}
+NON_METRIC = {"n_queries", "n_lone", "n", "mc_samples", "seconds"}
+
+
+def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become JSON strings (hashable, printable)."""
+    out: Dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(tree, (list, tuple)):
+        out[prefix[:-1]] = json.dumps(tree)
+    else:
+        out[prefix[:-1]] = tree
+    return out
+
+
+def config_key_ignored(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return (
+        key in IGNORED_KEYS
+        or key.startswith(("eval.", "hydra."))
+        or last == "seed"
+        or last.endswith(("path", "dir", "_target_"))
+    )
+
+
+def config_identity(flat_config: Dict[str, Any]) -> Tuple[Tuple[str, str], ...]:
+    """The hashable configuration of a run (see module docstring)."""
+    return tuple(sorted((k, json.dumps(v)) for k, v in flat_config.items() if not config_key_ignored(k)))
+
+
+def metric_columns(keys: Iterable[str]) -> List[str]:
+    """Order "split/metric" keys: test before val before train, known metrics in METRIC_ORDER."""
+    split_rank = {"test": 0, "val": 1, "train": 2}
+    order = {m: i for i, m in enumerate(METRIC_ORDER)}
+
+    def rank(key: str):
+        split, _, metric = key.partition("/")
+        return (split_rank.get(split, 3), order.get(metric, len(order)), metric)
+
+    return sorted(set(keys), key=rank)
+
+
+def run_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
+    """Flat {"test/recall@1": value} of one metrics.json (numbers only, counts dropped)."""
+    out = {}
+    for split, values in metrics.items():
+        if split == "meta" or not isinstance(values, dict):
+            continue
+        for k, v in values.items():
+            if k not in NON_METRIC and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{split}/{k}"] = float(v)
+    return out
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[fmt(c) for c in r] for r in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in r])
+    return buf.getvalue()
+
+
+def run_table(results: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[List[Any]]]:
+    """One row per (run, split) with the headline metrics present in any of them."""
+    present = [m for m in HEADLINE if any(m in r.get(s, {}) for r in results for s in r if s != "meta")]
+    header = ["run", "method", "split"] + present
+    rows = []
+    for r in results:
+        meta = r.get("meta", {})
+        for split in ("test", "val", "train"):
+            if split in r:
+                rows.append([meta.get("run_dir", "?"), meta.get("method", "?"), split]
+                            + [r[split].get(m) for m in present])
+    return header, rows
+
+
+def _mean_std(values: List[float]) -> Tuple[float, Optional[float]]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(
+    results: Sequence[Dict[str, Any]], metrics: Optional[Sequence[str]] = None
+) -> Tuple[List[str], List[List[Any]], List[str]]:
+    """Group metrics.json contents by configuration; (header, rows, varying config keys).
+
+    Each metric column gets the mean and the sample standard deviation (ddof=1; empty for a single
+    seed) over the configuration's runs; `n` counts the runs.
+    """
+    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+    flats: Dict[Tuple, Dict[str, Any]] = {}
+    for r in results:
+        flat = r.get("meta", {}).get("config", {})
+        key = config_identity(flat)
+        groups.setdefault(key, []).append(r)
+        flats[key] = {k: v for k, v in flat.items() if not config_key_ignored(k)}
+    fixed = {"dataset.name", "method.name", "arch.params.embedding_dim"}
+    all_keys = sorted({k for f in flats.values() for k in f} - fixed)
+    varying = [k for k in all_keys if len({json.dumps(f.get(k)) for f in flats.values()}) > 1]
+    per_run = [run_metrics(r) for r in results]
+    cols = metric_columns(k for m in per_run for k in m) if metrics is None else list(metrics)
+    header = ["dataset", "method", "dim"] + varying + ["n"]
+    for c in cols:
+        header += [f"{c} mean", f"{c} std"]
+    rows = []
+    for key, runs in groups.items():
+        meta = runs[0].get("meta", {})
+        f = flats[key]
+        row: List[Any] = [meta.get("dataset"), meta.get("method"), meta.get("dim")]
+        row += [f.get(k) for k in varying] + [len(runs)]
+        run_vals = [run_metrics(r) for r in runs]
+        for c in cols:
+            vals = [v[c] for v in run_vals if c in v and not math.isnan(v[c])]
+            if vals:
+                row += list(_mean_std(vals))
+            else:
+                row += [None, None]
+        rows.append(row)
+    rows.sort(key=lambda r: tuple(str(x) for x in r[: 3 + len(varying)]))
+    return header, rows, varying
+
+
+def load_metrics(paths: Iterable[Path]) -> List[Dict[str, Any]]:
+    out = []
+    for p in paths:
+        with open(p) as f:
+            out.append(json.load(f))
+    return out
