@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,6 +17,8 @@ from vmf_embeddings.rundir import register_resolvers
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 torch.set_num_threads(2)
+# Prototype placements made by tests go to a scratch cache, not the user's ./prototypes.
+os.environ.setdefault("VMF_PROTOTYPE_CACHE", tempfile.mkdtemp(prefix="vmf_prototypes_"))
 register_resolvers()
 
 

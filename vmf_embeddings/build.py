@@ -96,4 +96,7 @@ def build_optimizer(cfg: DictConfig, model: EmbeddingModel) -> torch.optim.Optim
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    return instantiate(cfg.mode.scheduler)(optimizer)
+    """From the `scheduler` group; ReduceLROnPlateau is stepped with the validation metric, others per epoch."""
+    scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    scheduler_cfg.pop("name", None)
+    return instantiate(scheduler_cfg)(optimizer)

@@ -227,7 +227,10 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             scalars.update(val_scalars)
             scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
             scalars["train/lr"] = optimizer.param_groups[0]["lr"]
-            scheduler.step(monitored)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(monitored)
+            else:
+                scheduler.step()
             improved = monitored > best_metric
             if improved:
                 best_metric, best_epoch = monitored, epoch

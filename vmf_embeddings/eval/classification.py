@@ -53,12 +53,18 @@ def accuracy(logits: Array, labels: Array) -> float:
 
 
 def topk_accuracy(scores: Array, labels: Array, k: int) -> float:
-    """Fraction of items whose label is among the k highest scores (k clipped to C)."""
+    """Fraction of items whose label is among the k highest scores.
+
+    Ties are broken toward the lower class index, as in `accuracy` (torch.topk's tie order is
+    unspecified), by counting the classes ranked before the label instead of sorting.
+    """
     s = _t64(scores)
     y = _labels(labels)
     _check_rows(s, y)
-    k = min(int(k), s.shape[1])
-    return float((s.topk(k, dim=1).indices == y[:, None]).any(1).double().mean())
+    sy = s.gather(1, y[:, None])
+    cols = torch.arange(s.shape[1])[None, :]
+    before = (s > sy).sum(1) + ((s == sy) & (cols < y[:, None])).sum(1)
+    return float((before < int(k)).double().mean())
 
 
 def _check_rows(s: torch.Tensor, y: torch.Tensor) -> None:
@@ -144,6 +150,8 @@ def classification_metrics(
     lp = _t64(log_probs)
     y = _labels(labels)
     _check_rows(lp, y)
+    if lp.numel() and not torch.allclose(lp.exp().sum(1), torch.ones(lp.shape[0], dtype=lp.dtype), atol=1e-4):
+        raise ValueError("log_probs rows do not normalise: pass log-probabilities, e.g. log_probs_from_logits(logits)")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= lp.shape[1]):
         raise ValueError(f"labels must lie in 0..{lp.shape[1] - 1} (one column per training class)")
     conf, corr = confidence_and_correct(lp, y)

@@ -39,10 +39,14 @@ def check_geometry(geometry: str, curvature: Optional[float] = None) -> str:
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit norm (float32); an all-zero row stays zero instead of becoming NaN."""
+    """Rows scaled to unit norm; an all-zero row stays zero instead of becoming NaN.
+
+    Plain float32 arithmetic on purpose: it is what a user hands PML (`x / np.linalg.norm(x, ...)`),
+    so the normalised inputs, and hence the neighbours, are bit-identical to that oracle's.
+    """
     x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
-    return (x / np.maximum(n, eps)).astype(np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, np.float32(eps))).astype(np.float32, copy=False)
 
 
 def expmap0(u: np.ndarray, c: float) -> np.ndarray:

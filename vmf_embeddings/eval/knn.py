@@ -108,9 +108,24 @@ def _block_rows(n: int, block_bytes: int) -> int:
 
 
 def _sort_candidates(vals: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Order each row by (score descending, index ascending)."""
-    order = np.lexsort((idx, -vals.astype(np.float64)), axis=-1)
-    return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
+    """Order each row by (score descending, index ascending).
+
+    Selectors already return rows sorted by score, so only rows holding equal scores are re-sorted
+    (a full lexsort of 20,000 x 200 candidates cost ~0.3 s).
+    """
+    if vals.shape[1] < 2:
+        return vals, idx
+    if not (vals[:, 1:] <= vals[:, :-1]).all():
+        rows = np.arange(len(vals))
+    else:
+        rows = np.flatnonzero((vals[:, 1:] == vals[:, :-1]).any(1))
+    if len(rows) == 0:
+        return vals, idx
+    vals, idx = vals.copy(), idx.copy()
+    v, i = vals[rows], idx[rows]
+    order = np.lexsort((i, -v.astype(np.float64)), axis=-1)
+    vals[rows], idx[rows] = np.take_along_axis(v, order, 1), np.take_along_axis(i, order, 1)
+    return vals, idx
 
 
 def _exact_row(row: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -207,17 +222,13 @@ def _knn_faiss(q: np.ndarray, r: np.ndarray, k: int, block_bytes: int) -> KnnRes
         keep[no_self, -1] = False  # self pushed out by duplicates: drop the extra column instead
         v = v[keep].reshape(e - s, kk - 1)
         i = i[keep].reshape(e - s, kk - 1)
-        bad = (i < 0).any(1)
 
         def full_row(rr, s=s):
             row = q[s + rr] @ r.T
             row[s + rr] = -np.inf
             return row
 
-        v, i = _finish_block(v, i, k, full_row)
-        for rr in np.flatnonzero(bad):  # faiss pads with -1 only if fewer results exist (not for k < n)
-            v[rr], i[rr] = _exact_row(full_row(rr), k)
-        out_v[s:e], out_i[s:e] = v, i
+        out_v[s:e], out_i[s:e] = _finish_block(v, i, k, full_row)
     return KnnResult(out_i, out_v, None, "faiss")
 
 
@@ -285,6 +296,7 @@ def _select_cpu(S: np.ndarray, kk: int) -> Tuple[np.ndarray, np.ndarray]:
         heap.val, heap.ids = faiss.swig_ptr(v), faiss.swig_ptr(i)
         heap.heapify()
         heap.addn(n, faiss.swig_ptr(S), 0, 0, m)
+        heap.reorder()  # sorted by score, so only tied rows need re-sorting
         return v, i
     tv, ti = torch.topk(torch.from_numpy(S), kk, dim=1)
     return tv.numpy(), ti.numpy()

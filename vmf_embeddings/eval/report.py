@@ -54,7 +54,7 @@ def config_key_ignored(key: str) -> bool:
         key in IGNORED_KEYS
         or key.startswith(("eval.", "hydra."))
         or last == "seed"
-        or last.endswith(("path", "dir", "_target_"))
+        or last.endswith(("path", "dir"))
     )
 
 
@@ -121,10 +121,15 @@ def run_table(results: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[List[A
     for r in results:
         meta = r.get("meta", {})
         for split in ("test", "val", "train"):
-            if split in r:
+            if split in r and any(m in r[split] for m in present):
                 rows.append([meta.get("run_dir", "?"), meta.get("method", "?"), split]
                             + [r[split].get(m) for m in present])
     return header, rows
+
+
+def _config_value(v: Any) -> Any:
+    """Config values as text, so 1e-05 is not printed as 0.0000 like a metric."""
+    return None if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
 
 
 def _mean_std(values: List[float]) -> Tuple[float, Optional[float]]:
@@ -150,9 +155,15 @@ def aggregate(
         key = config_identity(flat)
         groups.setdefault(key, []).append(r)
         flats[key] = {k: v for k, v in flat.items() if not config_key_ignored(k)}
-    fixed = {"dataset.name", "method.name", "arch.params.embedding_dim"}
-    all_keys = sorted({k for f in flats.values() for k in f} - fixed)
-    varying = [k for k in all_keys if len({json.dumps(f.get(k)) for f in flats.values()}) > 1]
+    fixed = ("dataset.name", "method.name", "arch.params.embedding_dim")
+    all_keys = sorted({k for f in flats.values() for k in f} - set(fixed))
+    # a key is shown only if it differs between configurations of the same dataset/method/dim: keys
+    # that merely follow the method (geometry, head target, ...) would add columns and no information
+    families: Dict[Tuple, List[Dict[str, Any]]] = {}
+    for f in flats.values():
+        families.setdefault(tuple(json.dumps(f.get(k)) for k in fixed), []).append(f)
+    varying = [k for k in all_keys
+               if any(len({json.dumps(f.get(k)) for f in fam}) > 1 for fam in families.values())]
     per_run = [run_metrics(r) for r in results]
     cols = metric_columns(k for m in per_run for k in m) if metrics is None else list(metrics)
     header = ["dataset", "method", "dim"] + varying + ["n"]
@@ -163,7 +174,7 @@ def aggregate(
         meta = runs[0].get("meta", {})
         f = flats[key]
         row: List[Any] = [meta.get("dataset"), meta.get("method"), meta.get("dim")]
-        row += [f.get(k) for k in varying] + [len(runs)]
+        row += [_config_value(f.get(k)) for k in varying] + [len(runs)]
         run_vals = [run_metrics(r) for r in runs]
         for c in cols:
             vals = [v[c] for v in run_vals if c in v and not math.isnan(v[c])]

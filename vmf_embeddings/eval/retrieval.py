@@ -44,6 +44,22 @@ def _np(x: Array) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def _emb(x: Array) -> np.ndarray:
+    """Embeddings as finite N x D NumPy (half / bfloat16 tensors from AMP upcast to float32 first)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to(torch.float32).cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be N x D, got shape {x.shape}")
+    bad = ~np.isfinite(x).all(1)
+    if bad.any():
+        raise ValueError(
+            f"embeddings have {int(bad.sum())} row(s) with NaN/inf (first: row {int(np.flatnonzero(bad)[0])}); "
+            "the model diverged: lower the learning rate or restore an earlier checkpoint"
+        )
+    return x
+
+
 def reindex_labels(labels: Array) -> np.ndarray:
     """Labels as 0..C-1 int64 (PML casts labels to float32 and merges ids >= 2^24; we re-index)."""
     lab = _np(labels)
@@ -137,7 +153,7 @@ def retrieval_metrics(
     embeddings are tangent vectors, mapped with proj(expmap0(.)) at `curvature`).
     """
     check_geometry(geometry, curvature)
-    x = _np(embeddings)
+    x = _emb(embeddings)
     y = reindex_labels(labels)
     if len(x) != len(y):
         raise ValueError(f"embeddings ({len(x)}) and labels ({len(y)}) differ in length")
@@ -172,7 +188,9 @@ def recall_at_1(
     dev = embeddings.device if isinstance(embeddings, torch.Tensor) else None
     if dev is not None and dev.type == "cpu":
         dev = None
-    x = _np(embeddings)
+    x = _emb(embeddings)
+    if len(x) != len(y):
+        raise ValueError(f"embeddings ({len(x)}) and labels ({len(y)}) differ in length")
     q, r = search_space(x, geometry, curvature)
     if dev is not None:
         res = knn_self(torch.from_numpy(q).to(dev), torch.from_numpy(r).to(dev), 1, backend="torch", device=dev)

@@ -21,7 +21,8 @@ class RunDirError(Exception):
 
 
 def extract_hint(run_dir: Path) -> str:
-    return f"run `python -m vmf_embeddings.main mode=get_embeddings run_dir={run_dir}` (or the training overrides)"
+    # quoted: run dir names contain '=' (e.g. seed=1), which Hydra's override parser rejects bare
+    return f"run `python -m vmf_embeddings.main mode=get_embeddings \"run_dir='{run_dir}'\"` (or the training overrides)"
 
 
 @dataclass

@@ -39,6 +39,13 @@ def default_sampler() -> Sampler:
     return sample_vmf
 
 
+def _device(device) -> torch.device:
+    """Explicit device, else CUDA when present (draws differ between devices; each is seeded)."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _t32(x: Array, device) -> torch.Tensor:
     t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     return t.to(device=device, dtype=torch.float32)
@@ -65,7 +72,7 @@ def vmf_mc_log_probs(
     Chunked over items so memory stays ~chunk_bytes whatever N (S x rows x C x D class samples).
     """
     sampler = sampler or default_sampler()
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = _device(device)
     z = _t32(embeddings, dev)
     w = _t32(weights, dev)
     if z.shape[1] != w.shape[1]:
@@ -104,7 +111,7 @@ def vmf_sampled_retrieval(
     Keys: mc_recall@1 (vote), mc_precision@1 (mean over draws), mc_r_precision, mc_map@r, mc_samples.
     """
     sampler = sampler or default_sampler()
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = _device(device)
     z = _t32(embeddings, dev)
     y = reindex_labels(labels)
     counts = np.bincount(y)
