@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Gather metrics.json across seeds and sweeps: mean and standard deviation per configuration.
 
-    python scripts/aggregate.py DIR [DIR ...] [--metrics 'test/*'] [--out PREFIX]
+    python scripts/aggregate.py DIR [DIR ...] [--metrics 'test/*' 'val/recall@1'] [--out PREFIX]
 
 Every metrics.json below the DIRs (written by scripts/evaluate.py) is grouped by configuration (the
 resolved training config minus seeds, names, paths, devices and eval options; see
-vmf_embeddings/eval/report.py). Prints a Markdown table (mean ± sample std, ddof=1) and writes
-PREFIX.md and PREFIX.csv (CSV: separate mean and std columns). Default PREFIX: DIR/aggregate.
+vmf_embeddings/eval/report.py). Prints a Markdown table (mean ± sample std, ddof=1) of the metrics
+matching --metrics (default 'test/*') and writes it to PREFIX.md; PREFIX.csv holds every metric of
+every split, mean and std in separate columns. Default PREFIX: DIR/aggregate.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def find_metrics(paths):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="+", type=Path)
-    ap.add_argument("--metrics", nargs="*", default=None, help="split/metric patterns, e.g. 'test/*' 'val/recall@1'")
+    ap.add_argument("--metrics", nargs="*", default=None,
+                    help="split/metric patterns for the Markdown table (default 'test/*'); the CSV has all")
     ap.add_argument("--out", type=Path, default=None, help="output prefix (default: first DIR/aggregate)")
     args = ap.parse_args(argv)
     files = find_metrics(args.paths)
@@ -47,17 +49,17 @@ def main(argv=None) -> int:
         return 1
     results = load_metrics(files)
     header, rows, varying = aggregate(results)
-    if args.metrics:
-        keep = [i for i, h in enumerate(header) if i < 4 + len(varying)
-                or any(fnmatch.fnmatch(h.rsplit(" ", 1)[0], pat) for pat in args.metrics)]
-        header = [header[i] for i in keep]
-        rows = [[r[i] for i in keep] for r in rows]
     n_fixed = 4 + len(varying)
-    md_header = header[:n_fixed] + [h[: -len(" mean")] for h in header[n_fixed::2]]
+    patterns = args.metrics or ["test/*"]
+    # header after the fixed columns: "<split/metric> mean", "<split/metric> std", ...
+    means = [i for i in range(n_fixed, len(header), 2)
+             if any(fnmatch.fnmatch(header[i][: -len(" mean")], p) for p in patterns)]
+    md_header = header[:n_fixed] + [header[i][: -len(" mean")] for i in means]
     md_rows = []
     for r in rows:
         cells = list(r[:n_fixed])
-        for mean, std in zip(r[n_fixed::2], r[n_fixed + 1 :: 2]):
+        for i in means:
+            mean, std = r[i], r[i + 1]
             cells.append("" if mean is None else fmt(mean) + ("" if std is None else f" ± {fmt(std)}"))
         md_rows.append(cells)
     md = markdown_table(md_header, md_rows)

@@ -19,7 +19,7 @@ def test_train_and_get_embeddings_share_the_derived_dir():
     model = ["method=normalized_sce", "arch.params.init_temp=-1.0", "arch.params.embedding_dim=8"]
     train = _run_dir(model + ["mode.learning_rate=0.3", "sampler.n_episodes=5", "device=cpu"])
     extract = _run_dir(model + ["mode=get_embeddings", "mode.batch_size=64"])
-    assert train == extract == "runs/digits/normalized_sce/8dim/arch.params.init_temp=-1.0"
+    assert train == extract == "runs/digits/normalized_sce/8dim/arch.params.init_temp:-1.0"
 
 
 def test_explicit_name_and_defaults():
@@ -31,8 +31,13 @@ def test_explicit_name_and_defaults():
 def test_derived_name_is_order_free_and_safe():
     a = derived_name(["arch.params.init_temp=-1", "seed=3", "mode.learning_rate=2"])
     b = derived_name(["seed=3", "arch.params.init_temp=-1"])
-    assert a == b == "arch.params.init_temp=-1,seed=3"
+    assert a == b == "arch.params.init_temp:-1+seed:3"
     assert "/" not in derived_name(["dataset.loader.seed=1", "arch=a/b"])
+    # pasteable into run_dir=... without quotes: Hydra's grammar accepts the whole path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    name = derived_name(["arch.params.init_temp=-1.0", "seed=3", "scheduler.milestones=[1,2]"])
+    assert OverridesParser.create().parse_override(f"run_dir=runs/x/{name}").value() == f"runs/x/{name}"
     assert len(derived_name([f"k{i}=v{i}" for i in range(100)])) <= 100
 
 

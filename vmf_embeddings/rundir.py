@@ -34,7 +34,8 @@ def _key(override: str) -> str:
 
 
 def derived_name(overrides: Iterable[str], include_procedure: bool = False) -> str:
-    """A readable, filesystem-safe name from `key=value` overrides (sorted, so order does not matter)."""
+    """A readable, filesystem-safe name from `key=value` overrides (sorted, so order does not matter),
+    e.g. `arch.params.init_temp:-1.0+seed:3`."""
     kept = []
     for override in overrides:
         key = _key(str(override))
@@ -42,11 +43,13 @@ def derived_name(overrides: Iterable[str], include_procedure: bool = False) -> s
             continue
         if not include_procedure and (key in PROCEDURE_KEYS or key.startswith(PROCEDURE_PREFIXES)):
             continue
-        kept.append(str(override).lstrip("+~"))
+        kept.append(str(override).lstrip("+~").replace("=", ":", 1))
     if not kept:
         return "default"
-    name = ",".join(sorted(kept))
-    name = re.sub(r"[^A-Za-z0-9_.,=+\-]", "_", name)
+    # `key:value` joined by `+`: no `=` or `,`, so a run dir can be pasted into `run_dir=...` unquoted
+    # (Hydra's override grammar rejects `=` in a value and reads `,` as a sweep).
+    name = "+".join(sorted(kept))
+    name = re.sub(r"[^A-Za-z0-9_.:+\-@]", "_", name)
     if len(name) > MAX_NAME_LENGTH:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[: MAX_NAME_LENGTH - 11]}_{digest}"

@@ -90,3 +90,12 @@ def test_cifar_on_cuda_matches_its_own_generator():
     a = aug(x, torch.Generator(device="cuda").manual_seed(0))
     b = aug(x, torch.Generator(device="cuda").manual_seed(0))
     assert a.device.type == "cuda" and a.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_crop_flip_kind_has_no_cutout_and_cifar_kind_has():
+    from vmf_embeddings.datasets.augment import DeviceAugment
+
+    x = torch.full((16, 3, 32, 32), 255, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    assert (DeviceAugment("crop_flip", (0.0,) * 3, (1.0,) * 3)(x, generator=g) == 1.0).all()
+    assert (DeviceAugment("cifar", (0.0,) * 3, (1.0,) * 3)(x, generator=g) == 0.0).any()

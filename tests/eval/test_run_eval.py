@@ -146,7 +146,7 @@ def test_aggregate_groups_seeds_and_names_swept_keys(tmp_path):
     for lr in (0.1, 0.01):
         for seed in (1, 2, 3):
             results.append(evaluate_run(make_run(tmp_path, lr=lr, seed=seed, splits=("test",)), write=False))
-    header, rows, varying = aggregate(results)
+    header, rows, varying = aggregate(results + [results[0]])  # a repeated (config, seed) counts once
     assert varying == ["mode.learning_rate"]
     assert len(rows) == 2 and all(r[header.index("n")] == 3 for r in rows)
     col = header.index("test/accuracy mean")

@@ -76,11 +76,12 @@ def cutout(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = No
 class DeviceAugment:
     """Training-batch transform: uint8/float N x C x H x W on any device -> normalised float32.
 
-    kind: "none" (scale + normalise) | "cifar" (reflect-pad crop, flip, normalise, cutout).
+    kind: "none" (scale + normalise) | "cifar" (reflect-pad crop, flip, normalise, cutout) |
+        "crop_flip" (the same without cutout: HPN's CIFAR recipe).
     `padding` and `cutout_size` (0 disables either) default to the CIFAR recipe's 4 and 8.
     """
 
-    KINDS = ("none", "cifar")
+    KINDS = ("none", "cifar", "crop_flip")
 
     def __init__(self, kind: str, mean: Sequence[float], std: Sequence[float], padding: int = 4,
                  cutout_size: int = 8) -> None:
@@ -91,7 +92,7 @@ class DeviceAugment:
         self.padding, self.cutout_size = int(padding), int(cutout_size)
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if self.kind == "cifar":
+        if self.kind in ("cifar", "crop_flip"):
             x = random_crop_flip(x, self.padding, generator)
         x = eval_transform(x, self.mean, self.std)
         if self.kind == "cifar" and self.cutout_size > 0:

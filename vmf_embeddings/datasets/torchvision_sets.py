@@ -104,17 +104,34 @@ def load_fashion_mnist(
                  _MNIST_FILES.format(folder="FashionMNIST"), (0.0,), (1.0,), "none", val_fraction)
 
 
-def load_cifar10(dataset_path: str, seed: int = 1234, download: bool = True, val_fraction: float = 0.15) -> DataSplits:
-    """CIFAR10 from `<dataset_path>/cifar-10-batches-py/`; crop/flip/cutout applied on the device."""
+def _check_augment(augment: str) -> None:
+    from vmf_embeddings.datasets.augment import DeviceAugment
+    from vmf_embeddings.errors import ConfigError
+
+    if augment not in DeviceAugment.KINDS:
+        raise ConfigError(f"dataset.loader.augment={augment!r} is not one of {DeviceAugment.KINDS}")
+
+
+def load_cifar10(
+    dataset_path: str, seed: int = 1234, download: bool = True, val_fraction: float = 0.15, augment: str = "cifar"
+) -> DataSplits:
+    """CIFAR10 from `<dataset_path>/cifar-10-batches-py/`; augmentation on the device: "cifar" (crop, flip,
+    cutout: the vMF paper's recipe), "crop_flip" (HPN's, no cutout) or "none"."""
     from torchvision.datasets import CIFAR10
 
+    _check_augment(augment)
+
     return _load(CIFAR10, "cifar10", dataset_path, seed, download, _CIFAR10_FILES,
-                 CIFAR10_MEAN, CIFAR10_STD, "cifar", val_fraction)
+                 CIFAR10_MEAN, CIFAR10_STD, augment, val_fraction)
 
 
-def load_cifar100(dataset_path: str, seed: int = 1234, download: bool = True, val_fraction: float = 0.15) -> DataSplits:
-    """CIFAR100 (fine labels) from `<dataset_path>/cifar-100-python/`; crop/flip/cutout on the device."""
+def load_cifar100(
+    dataset_path: str, seed: int = 1234, download: bool = True, val_fraction: float = 0.15, augment: str = "cifar"
+) -> DataSplits:
+    """CIFAR100 (fine labels) from `<dataset_path>/cifar-100-python/`; augmentation as load_cifar10's."""
     from torchvision.datasets import CIFAR100
 
+    _check_augment(augment)
+
     return _load(CIFAR100, "cifar100", dataset_path, seed, download, _CIFAR100_FILES,
-                 CIFAR100_MEAN, CIFAR100_STD, "cifar", val_fraction)
+                 CIFAR100_MEAN, CIFAR100_STD, augment, val_fraction)

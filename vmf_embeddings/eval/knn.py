@@ -211,7 +211,9 @@ def _knn_faiss(q: np.ndarray, r: np.ndarray, k: int, block_bytes: int) -> KnnRes
     kk = min(k + 2, n)  # self + k + one more to detect a tie at the k-th place
     out_v = np.empty((n, k), np.float32)
     out_i = np.empty((n, k), np.int64)
-    step = max(4096, _block_rows(n, block_bytes))
+    # one search call when the results fit the block budget (faiss blocks internally anyway; several
+    # calls cost ~0.1 s at 20,000 x 128), else query chunks
+    step = max(4096, int(block_bytes // (12 * kk)))
     ar_all = np.arange(n)
     for s in range(0, n, step):
         e = min(n, s + step)

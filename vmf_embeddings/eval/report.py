@@ -146,13 +146,19 @@ def aggregate(
     """Group metrics.json contents by configuration; (header, rows, varying config keys).
 
     Each metric column gets the mean and the sample standard deviation (ddof=1; empty for a single
-    seed) over the configuration's runs; `n` counts the runs.
+    seed) over the configuration's runs; `n` counts distinct seeds (a second run with the same config
+    and seed, e.g. a sweep job repeating the default, is the same experiment and is counted once).
     """
     groups: Dict[Tuple, List[Dict[str, Any]]] = {}
     flats: Dict[Tuple, Dict[str, Any]] = {}
+    seen = set()
     for r in results:
         flat = r.get("meta", {}).get("config", {})
         key = config_identity(flat)
+        seed = json.dumps(r.get("meta", {}).get("seed"))
+        if (key, seed) in seen:  # same config and seed = the same experiment run twice: count it once
+            continue
+        seen.add((key, seed))
         groups.setdefault(key, []).append(r)
         flats[key] = {k: v for k, v in flat.items() if not config_key_ignored(k)}
     fixed = ("dataset.name", "method.name", "arch.params.embedding_dim")

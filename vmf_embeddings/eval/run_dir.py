@@ -21,8 +21,13 @@ class RunDirError(Exception):
 
 
 def extract_hint(run_dir: Path) -> str:
-    # quoted: run dir names contain '=' (e.g. seed=1), which Hydra's override parser rejects bare
-    return f"run `python -m vmf_embeddings.main mode=get_embeddings \"run_dir='{run_dir}'\"` (or the training overrides)"
+    cmd = f"python -m vmf_embeddings.main mode=get_embeddings run_dir={run_dir}"
+    return f"run `{cmd}` (or the training overrides)"
+
+
+def reextract(path: Path, problem: str, run_dir: Path) -> RunDirError:
+    """The one-line error for a bad embeddings file: file, problem, and the extraction command."""
+    return RunDirError(f"{path}: {problem}; re-extract: {extract_hint(run_dir)}")
 
 
 @dataclass
@@ -107,35 +112,31 @@ def load_split(path: Path, run_dir: Path) -> Split:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except Exception as exc:  # noqa: BLE001
-        raise RunDirError(f"{path}: unreadable npz ({type(exc).__name__}); re-extract: {extract_hint(run_dir)}") from None
+        raise reextract(path, f"unreadable npz ({type(exc).__name__})", run_dir) from None
     for key in ("embeddings", "labels"):
         if key not in arrays:
-            raise RunDirError(f"{path}: no '{key}' array; re-extract with the current code: {extract_hint(run_dir)}")
+            raise reextract(path, f"no '{key}' array", run_dir)
     emb, lab = arrays["embeddings"], arrays["labels"]
     if emb.ndim != 2:
-        raise RunDirError(f"{path}: 'embeddings' must be N x D, got shape {emb.shape}; re-extract: {extract_hint(run_dir)}")
+        raise reextract(path, f"'embeddings' must be N x D, got shape {emb.shape}", run_dir)
     n = emb.shape[0]
     lab = lab.reshape(-1) if lab.ndim == 1 else lab
     if lab.ndim != 1 or len(lab) != n:
-        raise RunDirError(
-            f"{path}: 'embeddings' has {n} rows but 'labels' has {len(lab)}; the file is inconsistent, "
-            f"re-extract it: {extract_hint(run_dir)}"
-        )
+        raise reextract(path, f"'embeddings' has {n} rows but 'labels' has {len(lab)}", run_dir)
     for key in ("logits", "targets", "predictions", "kappa"):
         if key in arrays and arrays[key].shape[0] != n:
-            raise RunDirError(
-                f"{path}: '{key}' has {arrays[key].shape[0]} rows but 'embeddings' has {n}; re-extract: {extract_hint(run_dir)}"
-            )
+            raise reextract(path, f"'{key}' has {arrays[key].shape[0]} rows but 'embeddings' has {n}", run_dir)
     bad = ~np.isfinite(emb).all(1)
     if bad.any():
+        first = int(np.flatnonzero(bad)[0])
         raise RunDirError(
-            f"{path}: 'embeddings' has {int(bad.sum())} row(s) with NaN/inf (first: row {int(np.flatnonzero(bad)[0])}); "
-            f"training diverged or the checkpoint is corrupt: retrain (e.g. lower mode.learning_rate), then re-extract"
+            f"{path}: 'embeddings' has {int(bad.sum())} row(s) with NaN/inf (first: row {first}); training "
+            f"diverged or the checkpoint is corrupt: retrain (e.g. lower mode.learning_rate), then re-extract"
         )
     if "logits" in arrays and not np.isfinite(arrays["logits"]).all():
         raise RunDirError(f"{path}: 'logits' contain NaN/inf; retrain (e.g. lower mode.learning_rate), then re-extract")
     if not np.issubdtype(lab.dtype, np.integer):
-        raise RunDirError(f"{path}: 'labels' must be integers, got {lab.dtype}; re-extract: {extract_hint(run_dir)}")
+        raise reextract(path, f"'labels' must be integers, got {lab.dtype}", run_dir)
     arrays["labels"] = lab.astype(np.int64)
     return Split(name, path, arrays)
 
@@ -149,7 +150,8 @@ def load_run_dir(run_dir: Path, splits=SPLITS) -> RunDir:
     emb_dir = run_dir / "embeddings"
     paths = [emb_dir / f"{s}.npz" for s in splits if (emb_dir / f"{s}.npz").is_file()]
     if not paths:
-        raise RunDirError(f"{emb_dir}/{{{','.join(splits)}}}.npz not found: extract them first: {extract_hint(run_dir)}")
+        names = "{" + ",".join(splits) + "}"
+        raise RunDirError(f"{emb_dir}/{names}.npz not found: extract them first: {extract_hint(run_dir)}")
     rd = RunDir(run_dir, cfg)
     for p in paths:
         rd.splits[p.stem] = load_split(p, run_dir)
