@@ -19,9 +19,11 @@ for method in "${METHODS[@]}"; do
   python -m vmf_embeddings.main method="$method" mode=get_embeddings "${COMMON[@]}"
 done
 
-echo "== regression: hpn_regression on digits_regression (train + extract in one process)"
-python -m vmf_embeddings.main method=hpn_regression dataset=digits_regression mode.extract_at_end=true \
-  "${TRAIN[@]}" "${COMMON[@]}"
+for method in hpn_regression hpn_joint; do
+  echo "== $method on digits_regression (train + extract in one process)"
+  python -m vmf_embeddings.main method="$method" dataset=digits_regression mode.extract_at_end=true \
+    "${TRAIN[@]}" "${COMMON[@]}"
+done
 
 echo "== evaluate every run"
 python scripts/evaluate.py "$ROOT/digits" "$ROOT/digits_regression"

@@ -15,7 +15,8 @@ from vmf_embeddings.errors import CheckpointError
 PathLike = Union[str, Path]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temporary file beside `path`, fsync, then os.replace it onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -32,12 +33,12 @@ def _atomic_write(path: Path, write) -> None:
 
 def save_atomic(obj: Any, path: PathLike) -> None:
     """torch.save to a temporary file in the same directory, fsync, then os.replace onto `path`."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 def savez_atomic(path: PathLike, **arrays: np.ndarray) -> None:
     """np.savez with the same atomic rename."""
-    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:

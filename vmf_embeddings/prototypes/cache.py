@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+from vmf_embeddings.checkpoint import atomic_write
 
 from vmf_embeddings.prototypes.geometry import CollapsedPrototypesError, check_prototypes
 from vmf_embeddings.prototypes.placement import PAPER_SEED, place_prototypes
@@ -50,18 +50,6 @@ def cache_path(cache_dir: str, n_classes: int, dim: int, method: str, seed: int,
     return Path(cache_dir) / (cache_name(n_classes, dim, method, seed, key) + ".npy")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_or_place(n_classes: int, dim: int, method: str = "converged", seed: int = PAPER_SEED,
                   cache_dir: Optional[str] = "prototypes", word_vectors: Optional[str] = None,
                   privileged_weight: float = 1.0, n_positives: Optional[int] = 2,
@@ -86,9 +74,9 @@ def load_or_place(n_classes: int, dim: int, method: str = "converged", seed: int
     prior = build_prior(word_vectors, n_classes, n_positives, privileged_weight)
     result = place_prototypes(n_classes, dim, method=method, seed=seed, prior=prior, **options)
     if path is not None:
-        _atomic_write(path, lambda handle: np.save(handle, result.prototypes))
+        atomic_write(path, lambda handle: np.save(handle, result.prototypes))
         sidecar = {"method": method, "seed": int(seed), "options": key, "stats": result.stats}
-        _atomic_write(path.with_suffix(".json"),
+        atomic_write(path.with_suffix(".json"),
                       lambda handle: handle.write(json.dumps(sidecar, indent=2, default=str).encode()))
         log.info("cached prototypes at %s", path)
     return result.prototypes
