@@ -62,8 +62,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose(config_name="config", overrides=args.overrides)
     device = resolve_device(cfg.device)
-    amp = bool(cfg.amp) and device.type == "cuda"
-    memory_format = torch.channels_last if (cfg.channels_last and device.type == "cuda") else torch.contiguous_format
+    amp = bool(cfg.amp)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     torch.manual_seed(0)
     data = build_data(cfg)
     runner_model = build_model(cfg).to(device).to(memory_format=memory_format)

@@ -140,3 +140,12 @@ def test_bad_configs_fail_up_front_in_one_line(tmp_path, overrides, message):
         run(cfg, tmp_path / "bad")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_amp_and_channels_last_path_trains(tmp_path):
+    """The bf16-autocast + NHWC path a GPU run takes, exercised on CPU (GPU speed: scripts/bench_train.py)."""
+    cfg, run_dir, best = _train(tmp_path, ["method=vmf_softmax", "amp=true", "channels_last=true",
+                                           "mode.epochs=2", "sampler.n_episodes=20"])
+    assert best > 0.5
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "NaN" not in lines[-1]
