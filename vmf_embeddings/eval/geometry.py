@@ -25,9 +25,6 @@ import numpy as np
 
 GEOMETRIES = ("euclidean", "cosine", "vmf", "hyperbolic")
 
-#: proj() keeps points this far inside the ball, as the hyperbolic method does (vMF note §2 item 4)
-BALL_EPS = 1e-3
-
 
 def check_geometry(geometry: str, curvature: Optional[float] = None) -> str:
     """Validate a geometry name (and the curvature hyperbolic needs); returns the name."""
@@ -49,25 +46,15 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (x / np.maximum(n, np.float32(eps))).astype(np.float32, copy=False)
 
 
-def expmap0(u: np.ndarray, c: float) -> np.ndarray:
-    """Exponential map at the origin of the Poincare ball (float64): tanh(sqrt(c)|u|) u / (sqrt(c)|u|)."""
-    u = np.asarray(u, dtype=np.float64)
-    sc = np.sqrt(c)
-    n = np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-15)
-    return np.tanh(sc * n) * u / (sc * n)
-
-
-def project(x: np.ndarray, c: float, eps: float = BALL_EPS) -> np.ndarray:
-    """Clip rows to norm <= (1 - eps)/sqrt(c), as the method's proj(), so 1 - c|x|^2 > 0."""
-    x = np.asarray(x, dtype=np.float64)
-    maxnorm = (1.0 - eps) / np.sqrt(c)
-    n = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-15)
-    return np.where(n > maxnorm, x / n * maxnorm, x)
-
-
 def to_ball(tangent: np.ndarray, c: float) -> np.ndarray:
-    """Exported hyperbolic embeddings are tangent vectors f(x); this is proj(expmap0(f)) (float64)."""
-    return project(expmap0(tangent, c), c)
+    """Exported hyperbolic embeddings are tangent vectors f(x); map them with proj(expmap0(f)) exactly as
+    training does (`vmf_embeddings.methods.poincare`, same clamps), in float64."""
+    import torch
+
+    from vmf_embeddings.methods.poincare import to_poincare
+
+    tangent = torch.from_numpy(np.asarray(tangent, dtype=np.float64))
+    return to_poincare(tangent, float(c), riemannian=False).numpy()
 
 
 def poincare_distance(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
