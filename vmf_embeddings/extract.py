@@ -26,6 +26,8 @@ from vmf_embeddings.train import checkpoint_paths
 
 log = logging.getLogger(__name__)
 
+GET_EMBEDDINGS_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "mode" / "get_embeddings.yaml"
+
 
 def load_run_config(run_dir: Path) -> DictConfig:
     path = Path(run_dir) / "config.yaml"
@@ -64,10 +66,8 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
     """Write embeddings for `mode.splits` from `mode.checkpoint` (best or last); returns the file paths."""
     run_dir = Path(run_dir)
     train_cfg = load_run_config(run_dir)
-    get_cfg = cfg.mode if cfg.mode.name == "get_embeddings" else OmegaConf.create(
-        {"batch_size": 256, "splits": ["train", "val", "test"], "checkpoint": "best", "projector": True,
-         "projector_max_points": 5000}
-    )
+    # Called from training (mode.extract_at_end): use the get_embeddings mode's own defaults.
+    get_cfg = cfg.mode if cfg.mode.name == "get_embeddings" else OmegaConf.load(GET_EMBEDDINGS_DEFAULTS)
     last_path, best_path = checkpoint_paths(run_dir)
     path = best_path if get_cfg.checkpoint == "best" else last_path
     if not path.is_file():

@@ -103,9 +103,8 @@ def validation_metrics(
         if data.open_set:
             from vmf_embeddings.eval.retrieval import recall_at_1
 
-            geometry = "cosine" if head.geometry == "vmf" else head.geometry
             metrics["val/recall@1"] = float(
-                recall_at_1(head.retrieval_embeddings(embeddings), labels, geometry, getattr(head, "c", None))
+                recall_at_1(head.retrieval_embeddings(embeddings), labels, head.geometry, getattr(head, "c", None))
             )
         else:
             generator = torch.Generator(device=embeddings.device)
