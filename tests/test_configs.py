@@ -147,3 +147,27 @@ def test_seed_cub_slip_is_refused_clearly():
     cfg = compose_config(shlex.split(SEED_CUB_SLIP))
     with pytest.raises(ConfigError, match=r"arch.params.n_classes=85 .*cars196.*83"):
         validate(cfg)
+
+
+TRAIN_COMMANDS = [c for c in SEED_COMMANDS if "mode=get_embeddings" not in c]
+
+
+@pytest.mark.parametrize("command", TRAIN_COMMANDS, ids=[c.split()[-1] for c in TRAIN_COMMANDS])
+def test_vmf_experiment_files_equal_the_seed_commands(command):
+    """`experiment=vmf_<dataset>` composes to exactly the config of the seed README's command, and its
+    `mode=get_embeddings` form lands in the same run dir as the README's extraction command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    dataset = command.split("dataset=")[1].split()[0]
+    from_command = compose_config(shlex.split(command))
+    from_file = compose_config([f"experiment=vmf_{dataset}"])
+    assert OmegaConf.to_container(from_file, resolve=True) == OmegaConf.to_container(from_command, resolve=True)
+    extract_command = next(c for c in SEED_COMMANDS if "mode=get_embeddings" in c and f"dataset={dataset} " in c)
+
+    def run_dir(overrides):
+        cfg = compose_config(overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        validate(cfg)
+        return OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
+
+    assert run_dir([f"experiment=vmf_{dataset}", "mode=get_embeddings"]) == run_dir(shlex.split(extract_command))
