@@ -14,7 +14,6 @@ import argparse
 import copy
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 import torch

@@ -58,10 +58,15 @@ def build_model(cfg: DictConfig) -> EmbeddingModel:
     return EmbeddingModel(backbone, head)
 
 
+def _instantiate_option(node: DictConfig, **kwargs):
+    """Instantiate a group option whose `_target_` sits at its top level beside its `name` (not a kwarg)."""
+    option = OmegaConf.to_container(node, resolve=True)
+    option.pop("name", None)
+    return instantiate(option, **kwargs)
+
+
 def build_sampler(cfg: DictConfig, labels: torch.Tensor, seed: int):
-    sampler_cfg = OmegaConf.to_container(cfg.sampler, resolve=True)
-    sampler_cfg.pop("name", None)
-    return instantiate(sampler_cfg, labels=labels, seed=seed)
+    return _instantiate_option(cfg.sampler, labels=labels, seed=seed)
 
 
 def parameter_groups(model: EmbeddingModel, cfg: DictConfig) -> List[Dict]:
@@ -97,6 +102,4 @@ def build_optimizer(cfg: DictConfig, model: EmbeddingModel) -> torch.optim.Optim
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
     """From the `scheduler` group; ReduceLROnPlateau is stepped with the validation metric, others per epoch."""
-    scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    scheduler_cfg.pop("name", None)
-    return instantiate(scheduler_cfg)(optimizer)
+    return _instantiate_option(cfg.scheduler)(optimizer)

@@ -18,7 +18,8 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+from .arrays import Array
+
 
 
 def _t64(x: Array) -> torch.Tensor:

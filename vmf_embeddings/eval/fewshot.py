@@ -13,14 +13,14 @@ ball (a design choice: no seed defines hyperbolic few-shot).
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .arrays import Array
 from .geometry import check_geometry, l2_normalize, poincare_distance, to_ball
 
-Array = Union[np.ndarray, torch.Tensor]
 
 
 def confidence_interval95(values: Sequence[float]) -> float:

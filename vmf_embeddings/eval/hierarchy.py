@@ -11,21 +11,17 @@ LCA-height convention is exactly half of that for equal-depth leaves -- convert 
 
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict
 
 import numpy as np
-import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+from .arrays import Array, to_numpy
 
-
-def _np(x: Array) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def check_cost_matrix(cost: Array) -> np.ndarray:
     """Square, finite, non-negative, zero diagonal (float64)."""
-    d = _np(cost).astype(np.float64)
+    d = to_numpy(cost).astype(np.float64)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
         raise ValueError(f"cost matrix must be C x C, got shape {d.shape}")
     if not np.all(np.isfinite(d)) or (d < 0).any() or np.any(np.diag(d) != 0):
@@ -41,11 +37,11 @@ def path_to_lca_height(cost: Array) -> np.ndarray:
 def hierarchical_metrics(predictions: Array, labels: Array, cost: Array) -> Dict[str, float]:
     """error_rate, average_cost, mistake_severity. `predictions` are class ids, or N x C scores (argmax)."""
     d = check_cost_matrix(cost)
-    p = _np(predictions)
+    p = to_numpy(predictions)
     if p.ndim == 2:
         p = p.argmax(1)
     p = p.astype(np.int64).reshape(-1)
-    y = _np(labels).astype(np.int64).reshape(-1)
+    y = to_numpy(labels).astype(np.int64).reshape(-1)
     if len(p) != len(y):
         raise ValueError(f"predictions ({len(p)}) and labels ({len(y)}) differ in length")
     if len(y) and (max(p.max(), y.max()) >= len(d) or min(p.min(), y.min()) < 0):

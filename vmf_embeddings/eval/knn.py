@@ -36,12 +36,13 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .arrays import Array, to_numpy
+
 try:  # optional: faster CPU search; everything works without it
     import faiss  # type: ignore
 except ImportError:  # pragma: no cover - exercised only where faiss is missing
     faiss = None
 
-Array = Union[np.ndarray, torch.Tensor]
 BACKENDS = ("auto", "faiss", "blas", "torch")
 #: default bound on one block of scores (B x N float32); results do not depend on it
 DEFAULT_BLOCK_BYTES = 256 << 20
@@ -98,9 +99,7 @@ def choose_backend(
 
 
 def _as_numpy32(x: Array) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(to_numpy(x), dtype=np.float32)
 
 
 def _block_rows(n: int, block_bytes: int) -> int:

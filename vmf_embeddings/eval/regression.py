@@ -6,16 +6,16 @@ note §3); evaluation therefore only accepts decoded predictions and raw targets
 
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict
 
 import numpy as np
-import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+from .arrays import Array, to_numpy
+
 
 
 def _np64(x: Array) -> np.ndarray:
-    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64).reshape(-1)
+    return to_numpy(x, np.float64).reshape(-1)
 
 
 def mae(predictions: Array, targets: Array) -> float:

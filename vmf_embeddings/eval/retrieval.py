@@ -24,11 +24,11 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .arrays import Array, to_numpy
 from .geometry import check_geometry, clustering_space, search_space
 from .knn import knn_self
 
 log = logging.getLogger(__name__)
-Array = Union[np.ndarray, torch.Tensor]
 
 #: Recall@K sets of the benchmarks (reference note §3); anything else gets DEFAULT_KS
 DATASET_KS = {"sop": (1, 10, 100, 1000), "cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8)}
@@ -38,10 +38,6 @@ DEFAULT_KS = (1, 2, 4, 8)
 def recall_ks_for(dataset_name: Optional[str]) -> tuple:
     """The Recall@K list a dataset's papers report."""
     return DATASET_KS.get(str(dataset_name).lower(), DEFAULT_KS)
-
-
-def _np(x: Array) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _emb(x: Array) -> np.ndarray:
@@ -62,7 +58,7 @@ def _emb(x: Array) -> np.ndarray:
 
 def reindex_labels(labels: Array) -> np.ndarray:
     """Labels as 0..C-1 int64 (PML casts labels to float32 and merges ids >= 2^24; we re-index)."""
-    lab = _np(labels)
+    lab = to_numpy(labels)
     if lab.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {lab.shape}")
     return np.unique(lab, return_inverse=True)[1].astype(np.int64).reshape(-1)

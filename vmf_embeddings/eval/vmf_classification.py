@@ -23,10 +23,10 @@ from typing import Callable, Dict, Optional, Union
 import numpy as np
 import torch
 
+from .arrays import Array
 from .knn import knn_self
 from .retrieval import metrics_from_neighbours, reindex_labels
 
-Array = Union[np.ndarray, torch.Tensor]
 Sampler = Callable[..., torch.Tensor]
 #: memory bound for one chunk of class samples (rows x S x C x D float32)
 DEFAULT_CHUNK_BYTES = 256 << 20
