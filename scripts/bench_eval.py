@@ -7,7 +7,7 @@
 Data: class-structured Gaussian float32 embeddings (tie-free, precision@1 ~0.4-0.8). 20,000 x 128 =
 100 classes x 200 (k = 199, Recall@{1,2,4,8}); SOP-sized = 60,502 x 512 in 11,316 classes of 5-9 items
 (k = 8, Recall@{1,10,100,1000}, the SOP protocol). Geometry cosine (PML gets L2-normalised inputs
-and FaissKNN(IndexFlatIP), the reference note's oracle) or euclidean (PML's default IndexFlatL2 on
+and FaissKNN(IndexFlatIP), the usual way to get cosine retrieval from PML) or euclidean (PML's default IndexFlatL2 on
 raw inputs). Differences up to ~1e-8 at 20,000 x 128 come from exact float32 score ties, which
 IndexFlatIP outputs in descending index order and we in ascending order (the project's tie rule).
 

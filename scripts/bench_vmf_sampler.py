@@ -1,7 +1,7 @@
 """Time per call of `sample_vmf` against the original loop-until-accepted sampler, side by side.
 
-"old" re-implements the structure of the original (s-vae-pytorch as adapted by vmf_embeddings, reference note
-§2.3): every iteration draws one Beta proposal per row from the global RNG, pending rows take it if accepted, and
+"old" re-implements the structure of the original (s-vae-pytorch as adapted by google-research/vmf_embeddings):
+every iteration draws one Beta proposal per row from the global RNG, pending rows take it if accepted, and
 the loop runs until every row has accepted (one host-device sync per iteration). It uses the exact b, not the
 biased large-kappa shortcut, so both samplers draw from the same distribution and only the loop differs.
 "new" is `vmf_embeddings.methods.vmf_distribution.sample_vmf` (a block of candidates per row, first accepted one).
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vmf_embeddings.methods import vmf_distribution  # noqa: E402
 from vmf_embeddings.methods.vmf_distribution import sample_vmf  # noqa: E402
 
-# (N rows, D, kappa, S samples): the paper's settings at init (note §2.2) and a class-sampling-sized batch
+# (N rows, D, kappa, S samples): the paper's init kappa (~ kc (d-1)/(1-kc^2)) and a class-sampling-sized batch
 CASES = [
     (130, 3, 10.0, 10),  # MNIST batch, d = 3 (closed form, no rejection)
     (260, 128, 60.0, 10),  # CIFAR10 batch at init kappa

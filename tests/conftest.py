@@ -7,17 +7,20 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+# One intra-op thread that sleeps when idle: these models are tiny, and on a 2-core machine a second
+# busy process makes two spinning OpenMP threads 10x slower (measured: 50 digits steps 1.25 s vs 15 s).
+# Set before torch loads OpenMP; `threads=auto` in the runner reads OMP_NUM_THREADS.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vmf_embeddings.rundir import register_resolvers
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from vmf_embeddings.rundir import register_resolvers  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-# One intra-op thread: these models are tiny, and on a 2-core machine a second busy process makes
-# two spinning OpenMP threads 10x slower (measured: 50 digits steps 1.25 s vs 15 s).
 torch.set_num_threads(1)
 # Prototype placements made by tests go to a scratch cache, not the user's ./prototypes.
 os.environ.setdefault("VMF_PROTOTYPE_CACHE", tempfile.mkdtemp(prefix="vmf_prototypes_"))

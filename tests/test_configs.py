@@ -14,7 +14,7 @@ from tests.conftest import CONF_DIR, compose_config
 from vmf_embeddings.build import build_model, build_optimizer, build_sampler, build_scheduler
 from vmf_embeddings.validate import validate
 
-GROUPS = ["mode", "dataset", "arch", "method", "sampler"]
+GROUPS = ["mode", "dataset", "arch", "method", "sampler", "optimizer", "scheduler"]
 
 
 def options(group: str):
@@ -41,9 +41,10 @@ def test_every_method_builds_with_default_arch(method):
     x = torch.rand(4, 1, 28, 28)
     features = model(x)
     assert features.shape == (4, cfg.arch.params.embedding_dim)
-    if cfg.method.task == "classification":
-        logits = model.head.logits(features)
-        assert logits.shape == (4, cfg.arch.params.n_classes)
+    if model.head.predicts_classes:
+        log_probs = model.head.log_probs(features, n_samples=3, generator=torch.Generator().manual_seed(0))
+        assert log_probs.shape == (4, cfg.dataset.n_train_classes)
+        torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(4), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", options("arch"))
@@ -70,10 +71,13 @@ def test_every_mode_composes(mode):
 @pytest.mark.parametrize("dataset", options("dataset"))
 def test_every_dataset_config_is_complete(dataset):
     cfg = compose_config([f"dataset={dataset}"])
-    for key in ("name", "dataset_path", "n_train_classes", "open_set", "loader", "channels", "image_size"):
-        assert key in cfg.dataset, (dataset, key)
+    from vmf_embeddings.schema import REQUIRED_KEYS, check_required_keys
+
+    check_required_keys(cfg)
+    for key in REQUIRED_KEYS["dataset"]:
+        assert OmegaConf.select(cfg.dataset, key) is not None, (dataset, key)
     assert cfg.dataset.loader._target_.startswith("vmf_embeddings.")
-    assert cfg.arch.params.n_classes == cfg.dataset.n_train_classes
+    assert cfg.arch.params.n_classes is None  # the seed's key: null unless given, then only checked
 
 
 def test_optimizer_groups_follow_the_original():
@@ -88,7 +92,98 @@ def test_optimizer_groups_follow_the_original():
     assert temperature[0]["lr"] == 0.003 and temperature[0]["momentum"] == 0 and temperature[0]["weight_decay"] == 0
     decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
     assert decayed and all(p.ndim > 1 for p in decayed)
-    assert all(p is not model.head.classifier.weight for p in decayed)  # class weights: no decay (note 7.6)
+    assert all(p is not model.head.classifier.weight for p in decayed)  # class weights: no decay (docs/departures.md)
+
+
+@pytest.mark.parametrize("optimizer, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                            ("adamw", torch.optim.AdamW)])
+def test_optimizer_group_owns_its_kwargs(optimizer, cls):
+    """Each option takes its own keyword arguments; the seed's mode.* keys feed them in one place."""
+    cfg = compose_config(["method=vmf_softmax", f"optimizer={optimizer}", "mode.learning_rate=0.002",
+                          "mode.weight_decay=0.01", "mode.temp_learning_rate=0.0005"])
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    assert type(opt) is cls
+    decay, no_decay, temperature = opt.param_groups
+    assert decay["lr"] == 0.002 and decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert temperature["name"] == "temperature" and temperature["lr"] == 0.0005 and temperature["weight_decay"] == 0
+    if optimizer == "sgd":
+        assert decay["momentum"] == 0.99 and decay["nesterov"] and temperature["momentum"] == 0
+    else:
+        assert "momentum" not in decay and decay["betas"] == (0.9, 0.999)
+    loss = model.head.loss(model(torch.rand(8, 1, 28, 28)), torch.arange(8) % 10)
+    loss.backward()
+    opt.step()  # every option steps
+
+
+def test_sgd_drops_nesterov_at_zero_momentum():
+    cfg = compose_config(["mode.momentum=0.0", "mode.nesterov=true"])
+    assert not build_optimizer(cfg, build_model(cfg)).param_groups[0]["nesterov"]
+
+
+def test_a_yaml_without_a_required_key_is_named_in_one_line():
+    from vmf_embeddings.errors import ConfigError
+
+    cfg = compose_config(["method=normalized_sce"])
+    OmegaConf.set_struct(cfg, False)
+    del cfg.method["optim"]
+    with pytest.raises(ConfigError, match=r"conf/method/normalized_sce.yaml lacks the required key 'method.optim") as info:
+        validate(cfg, {"method": "normalized_sce"})
+    assert "\n" not in str(info.value)
+
+
+def test_every_documented_eval_key_is_accepted_on_the_command_line():
+    from vmf_embeddings.schema import EVAL_DEFAULTS
+
+    cfg = compose_config(["eval.clustering=false", "eval.cost_matrix=/tmp/cost.npy", "eval.vmf_samples=3",
+                          "eval.recall_ks=[1,5]", "eval.few_shot={n_way: 5, k_shot: 1}", "eval.mc_on_train=true"])
+    assert cfg.eval.clustering is False and cfg.eval.cost_matrix == "/tmp/cost.npy" and cfg.eval.vmf_samples == 3
+    assert list(cfg.eval.recall_ks) == [1, 5] and cfg.eval.few_shot.n_way == 5
+    assert set(cfg.eval) == set(EVAL_DEFAULTS)
+    readme = (Path(CONF_DIR).parent / "README.md").read_text()
+    import re
+
+    for key in set(re.findall(r"(?<![\w./])eval\.([a-z_0-9]+)", readme)):
+        assert key in EVAL_DEFAULTS, key
+
+
+@pytest.mark.parametrize("override, key, value", [
+    ("arch.params.init_temp=-1.5", "init_temp", -1.5),
+    ("arch.params.learn_temp=false", "learn_temp", False),
+    ("arch.params.kappa_confidence=0.7", "kappa_confidence", 0.7),
+])
+def test_legacy_arch_keys_map_onto_the_method(override, key, value):
+    cfg = compose_config(["method=vmf_softmax", override])
+    validate(cfg)
+    assert cfg.method.params[key] == value and cfg.method.head[key] == value
+
+
+def test_legacy_keys_on_a_method_without_them_are_refused():
+    from vmf_embeddings.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="arch.params.init_temp=-1.0 but method=unnormalized_sce"):
+        validate(compose_config(["arch.params.init_temp=-1.0"]))
+    validate(compose_config(["arch.params.learn_temp=false"]))  # "no learnt temperature" holds anyway
+
+
+def test_backbone_options_carry_no_method_keys():
+    from vmf_embeddings.legacy import LEGACY_KEYS
+
+    for arch in options("arch"):
+        text = (Path(CONF_DIR) / "arch" / f"{arch}.yaml").read_text()
+        for key in LEGACY_KEYS:
+            assert f"  {key}:" not in text, (arch, key)
+
+
+def test_get_embeddings_accepts_the_training_command():
+    """The training command with mode=get_embeddings appended composes; the training keys are named."""
+    from vmf_embeddings.main import training_only
+
+    overrides = ["method=normalized_sce", "mode.epochs=3", "optimizer=adam", "mode=get_embeddings"]
+    cfg = compose_config(overrides)
+    validate(cfg)
+    assert cfg.mode.name == "get_embeddings" and cfg.mode.checkpoint == "best"
+    assert training_only(overrides) == ["mode.epochs", "optimizer"]
 
 
 def test_targets_stay_in_whitelisted_namespaces():
@@ -101,7 +196,8 @@ def test_targets_stay_in_whitelisted_namespaces():
                 assert target.startswith(allowed), (path, target)
 
 
-# Every main.py command of seed 004's README, verbatim (train and get_embeddings, all seven datasets).
+# Every main.py command of the vMF original's README (google-research/vmf_embeddings), verbatim (train and
+# get_embeddings, all seven datasets).
 SEED_COMMANDS = """
 name=mnist_vmf_softmax mode.learning_rate=1.0 mode.nesterov=True mode.momentum=0.99 mode.temp_learning_rate=0.001 arch=n_digit_mnist arch.params.embedding_dim=3 arch.params.n_classes=10 arch.params.use_vmf=True arch.params.learn_temp=True sampler=episodic sampler.n_episodes=250 sampler.n_classes=10 sampler.n_samples=13 method=vmf_softmax dataset=mnist
 name=fashion_mnist_vmf_softmax mode.learning_rate=0.05 mode.nesterov=False mode.momentum=0.99 mode.temp_learning_rate=0.001 arch=n_digit_mnist arch.params.embedding_dim=3 arch.params.n_classes=10 arch.params.use_vmf=True arch.params.learn_temp=True sampler=episodic sampler.n_episodes=250 sampler.n_classes=10 sampler.n_samples=13 method=vmf_softmax dataset=fashion_mnist
@@ -118,7 +214,7 @@ arch=resnet50 arch.params.embedding_dim=512 arch.params.n_classes=83 arch.params
 arch=resnet50 arch.params.embedding_dim=512 arch.params.n_classes=85 arch.params.set_bn_eval=True arch.params.pretrained=True arch.params.first_conv_3x3=False arch.params.use_vmf=True arch.params.learn_temp=True arch.params.kappa_confidence=0.7 arch.params.init_temp=-2.773 method=vmf_softmax dataset=cub200 name=cub200_vmf_softmax mode=get_embeddings
 arch=resnet50 arch.params.embedding_dim=512 arch.params.n_classes=9620 arch.params.set_bn_eval=True arch.params.pretrained=True arch.params.first_conv_3x3=False arch.params.use_vmf=True arch.params.learn_temp=True arch.params.kappa_confidence=0.7 arch.params.init_temp=-2.773 method=vmf_softmax dataset=sop name=sop_vmf_softmax mode=get_embeddings
 """.strip().splitlines()
-# The seed README's CUB get_embeddings example says dataset=cars196 with n_classes=85 (a slip, note 7.11);
+# The original README's CUB get_embeddings example says dataset=cars196 with n_classes=85 (a slip);
 # it is listed above with dataset=cub200, and the slip itself must be refused with a clear message:
 SEED_CUB_SLIP = (
     "arch=resnet50 arch.params.embedding_dim=512 arch.params.n_classes=85 arch.params.set_bn_eval=True "

@@ -70,9 +70,8 @@ def build_sampler(cfg: DictConfig, labels: torch.Tensor, seed: int):
 
 
 def parameter_groups(model: EmbeddingModel, cfg: DictConfig) -> List[Dict]:
-    """SGD groups as the original: weights decayed; biases, 1-D tensors and class-level parameters not;
-    the temperature alone with its own learning rate, no momentum and no decay."""
-    mode = cfg.mode
+    """Groups as the vMF original: weights decayed (at the optimiser's weight_decay); biases, 1-D tensors and
+    class-level parameters not; the temperature alone with its own learning rate and no decay."""
     decay, no_decay = [], []
     for name, parameter in model.backbone.named_parameters():
         if not parameter.requires_grad:
@@ -83,21 +82,21 @@ def parameter_groups(model: EmbeddingModel, cfg: DictConfig) -> List[Dict]:
     no_decay += [p for p in head_groups.get("no_decay", []) if p.requires_grad]
     temperature = [p for p in head_groups.get("temperature", []) if p.requires_grad]
     groups = [
-        {"params": decay, "weight_decay": float(mode.weight_decay)},
+        {"params": decay},
         {"params": no_decay, "weight_decay": 0.0},
-        {"params": temperature, "lr": float(mode.temp_learning_rate), "momentum": 0.0, "nesterov": False,
-         "weight_decay": 0.0, "name": "temperature"},
+        {"params": temperature, "lr": float(cfg.mode.temp_learning_rate), "weight_decay": 0.0, "name": "temperature"},
     ]
     return [group for group in groups if group["params"]]
 
 
 def build_optimizer(cfg: DictConfig, model: EmbeddingModel) -> torch.optim.Optimizer:
-    mode = cfg.mode
-    momentum = float(mode.momentum)
-    # The original used Nesterov only when asked and 0 < momentum < 1 (torch rejects nesterov at momentum 0).
-    nesterov = bool(mode.nesterov) and 0.0 < momentum < 1.0
-    factory = instantiate(mode.optimizer)
-    return factory(parameter_groups(model, cfg), lr=float(mode.learning_rate), momentum=momentum, nesterov=nesterov)
+    """The `optimizer` group's factory over `parameter_groups`; the temperature group gets no momentum
+    (as the original) when the optimiser has momentum at all."""
+    optimizer = _instantiate_option(cfg.optimizer)(parameter_groups(model, cfg))
+    for group in optimizer.param_groups:
+        if group.get("name") == "temperature" and "momentum" in group:
+            group["momentum"], group["nesterov"] = 0.0, False
+    return optimizer
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):

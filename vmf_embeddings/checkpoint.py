@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Tuple, Union
 
 import numpy as np
 import torch
@@ -13,6 +13,12 @@ import torch
 from vmf_embeddings.errors import CheckpointError
 
 PathLike = Union[str, Path]
+
+
+def checkpoint_paths(run_dir: PathLike) -> Tuple[Path, Path]:
+    """(last.pt, best.pt) of a run dir: `last` after every epoch, `best` on a better validation metric."""
+    directory = Path(run_dir) / "checkpoints"
+    return directory / "last.pt", directory / "best.pt"
 
 
 def atomic_write(path: Path, write) -> None:

@@ -1,17 +1,20 @@
 """mode=get_embeddings: load a trained run's checkpoint and write `embeddings/<split>.npz`.
 
 The model is rebuilt from the run's own saved `config.yaml` (not from the current overrides), so the
-extraction command only has to name the run. Each file holds `embeddings` (N x D float32, the vectors
-retrieval searches: for vMF z = s f(x), whose norm is kappa), `labels` (N int64), `geometry`, `method`,
-`logits` (closed-set deterministic methods), `targets`/`predictions` (regression), per-sample extras
-(vMF `kappa`) and the method state evaluation needs (class weights, temperature, curvature, prototypes).
+extraction command only has to name the run: the training command with `mode=get_embeddings` appended
+works, its training-only keys are ignored. Each file holds what `vmf_embeddings.embedding.head_outputs`
+computes: `embeddings` (N x D float32, the vectors retrieval searches: for vMF z = s f(x), whose norm is
+kappa), `labels` (N int64), `log_probs` (N x C predictive log-probabilities of closed-set methods; vMF's
+Monte-Carlo prediction drawn `eval.vmf_samples` times, seeded by `eval.seed`), `targets` / `predictions`
+(regression), per-sample extras (vMF `kappa`); plus `geometry` and its parameters (e.g. `curvature`),
+`method`, `task`, `epoch`, and the state the head exports (class weights, temperature, prototypes).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import torch
@@ -20,13 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from vmf_embeddings import checkpoint
 from vmf_embeddings.build import build_data, build_model
 from vmf_embeddings.data_source import BatchSource
+from vmf_embeddings.embedding import embed_split, head_outputs
 from vmf_embeddings.errors import CheckpointError
 from vmf_embeddings.runtime import resolve_device
-from vmf_embeddings.train import checkpoint_paths
 
 log = logging.getLogger(__name__)
 
-GET_EMBEDDINGS_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "mode" / "get_embeddings.yaml"
+SPLITS = ("train", "val", "test")
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
@@ -38,68 +41,60 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-@torch.no_grad()
-def split_arrays(model, source: BatchSource, batch_size: int, with_logits: bool) -> Dict[str, np.ndarray]:
-    head = model.head
-    model.eval()
-    columns: Dict[str, List[torch.Tensor]] = {}
-
-    def add(key: str, value: torch.Tensor) -> None:
-        columns.setdefault(key, []).append(value.detach().cpu())
-
-    for x, y, t in source.batches(source.sequential(batch_size)):
-        features = model(x).float()
-        add("embeddings", head.retrieval_embeddings(features).float())
-        add("labels", y.long())
-        if with_logits:
-            add("logits", head.logits(features).float())
-        if t is not None:
-            add("targets", t.float())
-        if head.task in ("regression", "joint"):
-            add("predictions", head.predict_targets(features).float())
-        for key, value in head.export_batch(features).items():
-            add(key, value.float())
-    return {key: torch.cat(values).numpy() for key, values in columns.items()}
-
-
 def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
     """Write embeddings for `mode.splits` from `mode.checkpoint` (best or last); returns the file paths."""
     run_dir = Path(run_dir)
     train_cfg = load_run_config(run_dir)
-    # Called from training (mode.extract_at_end): use the get_embeddings mode's own defaults.
-    get_cfg = cfg.mode if cfg.mode.name == "get_embeddings" else OmegaConf.load(GET_EMBEDDINGS_DEFAULTS)
-    last_path, best_path = checkpoint_paths(run_dir)
-    path = best_path if get_cfg.checkpoint == "best" else last_path
+    mode = cfg.mode
+    for split_name in mode.splits:
+        if split_name not in SPLITS:
+            raise CheckpointError(f"mode.splits names {split_name!r}; choose from {', '.join(SPLITS)}")
+    last_path, best_path = checkpoint.checkpoint_paths(run_dir)
+    path = best_path if mode.checkpoint == "best" else last_path
     if not path.is_file():
         raise CheckpointError(
             f"no trained checkpoint at {path}: train first with mode=train and the same overrides "
             f"(or name=...), or point run_dir= at the run"
         )
     device = resolve_device(cfg.device)
+    amp = bool(cfg.amp)
     data = build_data(train_cfg)
     model = build_model(train_cfg).to(device)
     state = checkpoint.load(path, map_location=device)
     model.load_state_dict(state["model"])
+    model.eval()
     head = model.head
-    # vMF predictions are Monte-Carlo: evaluation draws them (seeded) from the exported state instead.
-    with_logits = head.task in ("classification", "joint") and head.geometry != "vmf" and not data.open_set
+    workers, batch_size = int(cfg.num_workers), int(mode.batch_size)
+    n_samples, seed = int(cfg.eval.vmf_samples), int(cfg.eval.seed)
+    mc_on_train = bool(cfg.eval.mc_on_train)
+
+    embedded = {}
+    if head.fits_class_state or "train" in mode.splits:
+        embedded["train"] = embed_split(model, BatchSource(data.train, data, device, "none", workers), batch_size, amp)
+    if head.fits_class_state:
+        head.fit_class_state(embedded["train"])
+
     meta = {
         "geometry": np.array(head.geometry),
         "method": np.array(str(train_cfg.method.name)),
         "task": np.array(head.task),
         "epoch": np.int64(state.get("epoch", -1)),
+        **{key: np.float64(value) for key, value in head.geometry_params().items()},
         **head.export(),
     }
     out_dir = run_dir / "embeddings"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for split_name in get_cfg.splits:
-        split = getattr(data, split_name, None)
+    for split_name in mode.splits:
+        split = embedded.get(split_name)
         if split is None:
-            raise CheckpointError(f"mode.splits names {split_name!r}; choose from train, val, test")
-        source = BatchSource(split, data, device, "none", int(cfg.num_workers))
-        arrays = split_arrays(model, source, int(get_cfg.batch_size), with_logits)
-        arrays["labels"] = arrays["labels"].astype(np.int64)
+            source = BatchSource(getattr(data, split_name), data, device, "none", workers)
+            split = embed_split(model, source, batch_size, amp)
+        # Sampled predictions on a large training split are costly: skipped unless eval.mc_on_train.
+        with_log_probs = (head.predicts_classes and not data.open_set
+                          and not (split_name == "train" and head.sampled_prediction and not mc_on_train))
+        outputs = head_outputs(head, split, with_log_probs, n_samples=n_samples, seed=seed)
+        arrays = {key: value.detach().cpu().numpy() for key, value in outputs.items()}
         original = data.extras.get("original_labels", {}).get(split_name)
         if original is not None:  # open-set data: class ids before the per-split re-indexing
             arrays["original_ids"] = np.asarray(original, dtype=np.int64)
@@ -107,8 +102,8 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
         checkpoint.savez_atomic(target, **arrays, **meta)
         written[split_name] = target
         log.info("wrote %s (%d x %d)", target, *arrays["embeddings"].shape)
-        if split_name == "test" and get_cfg.get("projector", False):
-            _write_projector(run_dir, arrays, int(get_cfg.get("projector_max_points", 5000)))
+        if split_name == "test" and mode.get("projector", False):
+            _write_projector(run_dir, arrays, int(mode.get("projector_max_points", 5000)))
     return written
 
 

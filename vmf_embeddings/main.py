@@ -1,50 +1,83 @@
 """The single entry point: `python -m vmf_embeddings.main [overrides]` (add -m for sweeps).
 
-Composes conf/config.yaml (groups mode, dataset, arch, method, sampler, optional experiment), validates
-the combination, then trains (mode=train) or extracts embeddings (mode=get_embeddings) in the run dir
-`runs/<dataset>/<method>/<dim>dim/<name>/`.
+Composes conf/config.yaml (groups mode, dataset, arch, method, sampler, optimizer, scheduler, eval,
+optional experiment), validates the combination, then trains, extracts and evaluates (mode=train) or
+only extracts embeddings (mode=get_embeddings) in the run dir `runs/<dataset>/<method>/<dim>dim/<name>/`.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
-from typing import Optional
+import os
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, so a run sharing the
+# machine with a busy process loses about the share of the CPU it lost, not 10x (scripts/bench_train.py
+# --contended measures it). A value the user exported wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vmf_embeddings.errors import UserError
-from vmf_embeddings.rundir import register_resolvers
-from vmf_embeddings.validate import validate
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Dict, Iterable, Optional  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from vmf_embeddings.errors import UserError  # noqa: E402
+from vmf_embeddings.rundir import register_resolvers  # noqa: E402
+from vmf_embeddings.validate import validate  # noqa: E402
 
 log = logging.getLogger("vmf_embeddings")
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines list every SIMD build it tried
 
 register_resolvers()
 
+#: keys of the mode group that extraction reads; mode=get_embeddings ignores the others
+EXTRACTION_KEYS = {"name", "checkpoint", "splits", "batch_size", "projector", "projector_max_points",
+                   "extract_at_end", "evaluate_at_end"}
+TRAINING_GROUPS = ("sampler", "optimizer", "scheduler")
 
-def run(cfg: DictConfig, run_dir: Path) -> Optional[float]:
+
+def training_only(overrides: Iterable[str]) -> list:
+    """The overrides a get_embeddings run ignores: training keys of the mode group and training groups."""
+    ignored = []
+    for override in overrides:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        head, _, rest = key.partition(".")
+        if (head == "mode" and rest and rest.split(".")[0] not in EXTRACTION_KEYS) or head in TRAINING_GROUPS:
+            ignored.append(key)
+    return ignored
+
+
+def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
+        choices: Optional[Dict[str, str]] = None) -> Optional[float]:
     """Dispatch on mode; callable without Hydra's decorator (tests use the compose API)."""
-    validate(cfg)
+    from vmf_embeddings.runtime import configure_threads
+
+    validate(cfg, choices)
+    configure_threads(cfg.get("threads", "auto"))
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.mode.name == "train":
         from vmf_embeddings.train import train
 
+        run_dir.mkdir(parents=True, exist_ok=True)
         log.info("run dir %s\n%s", run_dir, OmegaConf.to_yaml(cfg, resolve=True))
         return train(cfg, run_dir)
     from vmf_embeddings.extract import extract
 
+    ignored = training_only(overrides)
+    if ignored:
+        log.info("mode=get_embeddings ignores the training-only keys %s", ", ".join(ignored))
     extract(cfg, run_dir)
     return None
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
+    hydra_cfg = HydraConfig.get()
     try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task,
+                   dict(hydra_cfg.runtime.choices))
     except UserError as error:
         # One line, no traceback: the message names the key or file and the fix.
         print(f"error: {error}", file=sys.stderr)

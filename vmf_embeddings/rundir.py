@@ -16,21 +16,16 @@ from typing import Iterable, Optional
 
 from omegaconf import OmegaConf
 
-# Keys that never name a run: where it runs, how it is logged, and facts restated by other keys.
-INFRA_KEYS = {
-    "name", "mode", "resume", "overwrite", "device", "num_workers", "runs_root", "run_dir", "amp",
-    "channels_last", "progress_bar", "deterministic", "dataset", "method", "arch.params.embedding_dim",
-    "arch.params.use_vmf", "arch.params.n_classes", "dataset.dataset_path", "dataset.loader.download",
-}
-INFRA_PREFIXES = ("hydra.", "eval.", "hydra/")
-PROCEDURE_PREFIXES = ("mode.", "sampler.")
-PROCEDURE_KEYS = {"sampler"}
+from vmf_embeddings.config_keys import is_infrastructure, override_key
+
+#: Beyond the shared infrastructure keys (vmf_embeddings.config_keys), a run name leaves out the keys
+#: already in the run dir's path (dataset, method, dimension) and facts restated by other keys.
+PATH_KEYS = {"dataset", "method", "arch.params.embedding_dim", "arch.params.use_vmf", "arch.params.n_classes"}
+#: The training procedure: left out of a single run's name (so the extraction command, which lacks them,
+#: finds the run), kept under multirun (sweeps vary them, and jobs must not share a dir).
+PROCEDURE_PREFIXES = ("mode.", "sampler.", "optimizer.", "scheduler.")
+PROCEDURE_KEYS = {"sampler", "optimizer", "scheduler"}
 MAX_NAME_LENGTH = 100
-
-
-def _key(override: str) -> str:
-    key = override.split("=", 1)[0].lstrip("+~")
-    return key
 
 
 def derived_name(overrides: Iterable[str], include_procedure: bool = False) -> str:
@@ -38,8 +33,8 @@ def derived_name(overrides: Iterable[str], include_procedure: bool = False) -> s
     e.g. `arch.params.init_temp:-1.0+seed:3`."""
     kept = []
     for override in overrides:
-        key = _key(str(override))
-        if key in INFRA_KEYS or key.startswith(INFRA_PREFIXES):
+        key = override_key(str(override))
+        if key in PATH_KEYS or is_infrastructure(key):
             continue
         if not include_procedure and (key in PROCEDURE_KEYS or key.startswith(PROCEDURE_PREFIXES)):
             continue
@@ -78,7 +73,10 @@ def sweep_subdir_for(run_dir, dataset, method, dim, name, overrides) -> str:
 
 
 def register_resolvers() -> None:
-    """Make the resolvers available to Hydra before it composes the config (idempotent)."""
+    """Make the resolvers and the eval schema available to Hydra before it composes the config (idempotent)."""
+    from vmf_embeddings.schema import register_schema
+
+    register_schema()
     for resolver_name, function in (("run_dir_for", run_dir_for), ("sweep_subdir_for", sweep_subdir_for)):
         if not OmegaConf.has_resolver(resolver_name):
             OmegaConf.register_new_resolver(resolver_name, function)

@@ -1,22 +1,25 @@
-"""mode=train: the epoch loop with validation, plateau LR, early stopping and atomic checkpoints.
+"""mode=train: the epoch loop with validation, LR schedule, early stopping and atomic checkpoints.
 
 Checkpoints: `checkpoints/last.pt` after every epoch (everything needed to resume bit-for-bit: weights,
-optimizer, scheduler, epoch, best metric, patience counter, RNG and sampler states) and
-`checkpoints/best.pt` on strict improvement of the validation metric. Both are written atomically, so a
-crash or Ctrl-C leaves the last good pair; `resume=true` continues from `last.pt` in the same run dir.
+optimizer, scheduler, epoch, step, best metric, RNG and sampler states) and `checkpoints/best.pt` on
+strict improvement of the validation metric. Both are written atomically, so a crash or Ctrl-C leaves
+the last good pair; `resume=true` continues from `last.pt` in the same run dir.
+
+The loop never looks at method names: a head's data-dependent state goes through the hooks of
+`vmf_embeddings.methods.base.Method`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vmf_embeddings import checkpoint
 from vmf_embeddings.build import (
@@ -29,109 +32,122 @@ from vmf_embeddings.build import (
 )
 from vmf_embeddings.data_source import Batch, BatchSource
 from vmf_embeddings.datasets.base import DataSplits
-from vmf_embeddings.errors import CheckpointError, NonFiniteLossError
+from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split, head_outputs
+from vmf_embeddings.errors import NonFiniteLossError
+from vmf_embeddings.resume import prepare_run_dir, write_run_config
 from vmf_embeddings.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from vmf_embeddings.tracking import Tracker, progress
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_BATCH = 256
-
-
-def checkpoint_paths(run_dir: Path) -> Tuple[Path, Path]:
-    return run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+#: batch size of the passes over the training split that hooks ask for (vMF calibration, class means)
+HOOK_BATCH = 256
 
 
 def _after_epoch(epoch: int) -> None:
     """Hook called after each epoch's checkpoint is on disk (tests simulate a kill here)."""
 
 
-def _prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
-    """Return the checkpoint to resume from, or None for a fresh run; never overwrite a run silently."""
-    last_path, _ = checkpoint_paths(run_dir)
-    if cfg.resume:
-        if not last_path.is_file():
-            raise CheckpointError(
-                f"resume=true but there is no checkpoint at {last_path}; drop resume=true to start this run"
-            )
-        return checkpoint.load(last_path)
-    if last_path.is_file():
-        if not cfg.overwrite:
-            state = checkpoint.load(last_path)
-            kind = "finished" if state.get("finished") else "unfinished"
-            raise CheckpointError(
-                f"{run_dir} already holds a {kind} run; pass resume=true to continue it, overwrite=true to "
-                f"replace it, or name=<new name> for a new run"
-            )
-        log.warning("overwrite=true: replacing the run in %s", run_dir)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return None
+@dataclass
+class Run:
+    """Everything one training run is made of, built once from the config."""
+
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    data: DataSplits
+    model: EmbeddingModel
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    sampler: object
+    train_source: BatchSource  # augmented, for the optimiser steps
+    plain_train_source: BatchSource  # no augmentation, for class state fitted from training data
+    val_source: BatchSource
+    amp: bool
+    steps_per_epoch: int
 
 
-@torch.no_grad()
-def compute_embeddings(model: EmbeddingModel, source: BatchSource, batch_size: int, amp: bool = False):
-    """Backbone outputs f(x) for a whole split, in order, plus labels and targets (None if absent)."""
-    model.eval()
-    embeddings, labels, targets = [], [], []
-    for x, y, t in source.batches(source.sequential(batch_size)):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            embeddings.append(model(x).float())
-        labels.append(y)
-        if t is not None:
-            targets.append(t)
-    return torch.cat(embeddings), torch.cat(labels), (torch.cat(targets) if targets else None)
+@dataclass
+class Progress:
+    """Where the run stands; saved in last.pt."""
+
+    epoch: int = 0  # next epoch to run
+    step: int = 0  # optimiser steps taken so far
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    finished: bool = False
 
 
-def validation_metrics(
-    model: EmbeddingModel, source: BatchSource, data: DataSplits, cfg: DictConfig, amp: bool = False
-) -> Tuple[Dict[str, float], float]:
-    """Scalars for the log and the monitored value (higher is better).
+# -- building ---------------------------------------------------------------------------------------
 
-    Closed-set classification: accuracy (vMF: the sample-averaged prediction, seeded). Open-set
-    retrieval data: Recall@1 on the class-disjoint validation classes in the method's geometry (vMF uses
-    the mean directions, i.e. cosine, instead of the original's sampled majority vote: deterministic
-    and the vote's limit). Regression: mean absolute error, monitored as -MAE.
-    """
-    head = model.head
-    embeddings, labels, targets = compute_embeddings(model, source, int(cfg.eval.batch_size), amp)
-    metrics: Dict[str, float] = {}
-    if head.task in ("regression", "joint"):
-        metrics["val/mae"] = float((head.predict_targets(embeddings) - targets).abs().mean())
-    if head.task in ("classification", "joint"):
-        if data.open_set:
-            from vmf_embeddings.eval.retrieval import recall_at_1
-
-            metrics["val/recall@1"] = float(
-                recall_at_1(head.retrieval_embeddings(embeddings), labels, head.geometry, getattr(head, "c", None))
-            )
-        else:
-            generator = torch.Generator(device=embeddings.device)
-            generator.manual_seed(int(cfg.eval.seed))
-            logits = head.logits(embeddings, n_samples=int(cfg.eval.vmf_samples), generator=generator)
-            metrics["val/accuracy"] = float((logits.argmax(1) == labels).float().mean())
-    if "val/accuracy" in metrics:
-        return metrics, metrics["val/accuracy"]
-    if "val/recall@1" in metrics:
-        return metrics, metrics["val/recall@1"]
-    return metrics, -metrics["val/mae"]
+def build_run(cfg: DictConfig, run_dir: Path) -> Run:
+    device = resolve_device(cfg.device)
+    # bf16 autocast needs no loss scaler. Both options also run on CPU (where they rarely pay off), so
+    # the CPU test suite exercises the same code path a GPU run takes.
+    amp, channels_last = bool(cfg.amp), bool(cfg.channels_last)
+    if device.type == "cpu" and (amp or channels_last):
+        log.warning("amp / channels_last are meant for CUDA; on CPU they usually slow training down")
+    data = build_data(cfg)
+    model = build_model(cfg).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    workers, seed = int(cfg.num_workers), int(cfg.seed)
+    train_source = BatchSource(data.train, data, device, data.train_augment, workers, channels_last, seed)
+    plain_train_source = BatchSource(data.train, data, device, "none", workers, channels_last)
+    val_source = BatchSource(data.val, data, device, "none", workers, channels_last)
+    sampler = build_sampler(cfg, data.train.labels, seed)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    cap = cfg.mode.max_steps_per_epoch
+    steps = len(sampler) if cap is None else min(len(sampler), int(cap))
+    return Run(cfg, Path(run_dir), device, data, model, optimizer, scheduler, sampler, train_source,
+               plain_train_source, val_source, amp, steps)
 
 
-def calibrate_head(model: EmbeddingModel, source: BatchSource) -> None:
-    """vMF's one-off pass over the augmented training split in train mode (as the original), but with
-    BatchNorm running statistics restored afterwards so the pass leaves no trace (reference note 7.12)."""
-    bn_state = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k or "num_batches" in k}
-    model.train()
-    with torch.no_grad():
-        outputs = [model(x) for x, _, _ in source.batches(source.sequential(CALIBRATION_BATCH))]
-    model.head.calibrate(outputs)
-    model.backbone.load_state_dict(bn_state, strict=False)
-    log.info("Set z-kappa-mult: %.6g", float(model.head.z_kappa_mult))
+def restore(run: Run, state: dict) -> Progress:
+    """Load a last.pt into the run's components; returns where to continue."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["sampler"])
+    run.train_source.set_generator_state(state["augment_rng"])
+    set_rng_state(state["rng"])
+    return Progress(
+        epoch=int(state["epoch"]) + 1,
+        step=int(state.get("step", 0)),
+        best_metric=float(state["best_metric"]),
+        best_epoch=int(state["best_epoch"]),
+        finished=bool(state.get("finished", False)),
+    )
 
+
+def save_last(run: Run, progress_: Progress, epoch: int) -> None:
+    checkpoint.save_atomic(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "sampler": run.sampler.state_dict(),
+            "augment_rng": run.train_source.generator_state(),
+            "rng": rng_state(),
+            "epoch": epoch,
+            "step": progress_.step,
+            "best_metric": progress_.best_metric,
+            "best_epoch": progress_.best_epoch,
+            "finished": progress_.finished,
+        },
+        checkpoint.checkpoint_paths(run.run_dir)[0],
+    )
+
+
+# -- one epoch --------------------------------------------------------------------------------------
 
 def train_epoch(
-    model: EmbeddingModel, optimizer: torch.optim.Optimizer, batches: Iterable[Batch], amp: bool = False
+    model: EmbeddingModel,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    amp: bool = False,
+    first_step: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The hot loop: one optimiser step per batch, with no host-device sync.
 
@@ -148,6 +164,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        head.after_step(first_step + step)
         detached = loss.detach()
         if loss_sum is None:
             loss_sum = torch.zeros((), device=detached.device)
@@ -160,109 +177,117 @@ def train_epoch(
     return loss_sum, first_bad_step
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train until `mode.epochs` or early stopping; returns the best validation metric (for sweepers)."""
-    run_dir = Path(run_dir)
-    device = resolve_device(cfg.device)
-    seed_everything(int(cfg.seed), bool(cfg.deterministic))
-    resume_state = _prepare_run_dir(cfg, run_dir)
-    last_path, best_path = checkpoint_paths(run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+def fit_class_state(model: EmbeddingModel, plain_train: BatchSource, amp: bool = False) -> None:
+    """Give a head that predicts from training-data state (class means, ...) the embedded training split."""
+    if model.head.fits_class_state:
+        model.head.fit_class_state(embed_split(model, plain_train, HOOK_BATCH, amp))
 
-    # bf16 autocast needs no loss scaler. Both options also run on CPU (where they rarely pay off), so
-    # the CPU test suite exercises the same code path a GPU run takes.
-    amp = bool(cfg.amp)
-    channels_last = bool(cfg.channels_last)
-    if device.type == "cpu" and (amp or channels_last):
-        log.warning("amp / channels_last are meant for CUDA; on CPU they usually slow training down")
 
-    data = build_data(cfg)
-    model = build_model(cfg).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def validation_metrics(
+    model: EmbeddingModel, val: EmbeddedSplit, open_set: bool, cfg: DictConfig
+) -> Tuple[Dict[str, float], float]:
+    """Scalars for the log and the monitored value (higher is better).
+
+    Closed-set classification: accuracy of the head's predictive distribution (sampled methods draw
+    `eval.vmf_samples` times, seeded). Open-set data: Recall@1 on the class-disjoint validation classes
+    in the head's geometry (vMF: on the mean directions, deterministic; the sampled majority vote is an
+    evaluation metric). Regression: mean absolute error, monitored as -MAE.
+    """
     head = model.head
-    workers = int(cfg.num_workers)
-    train_source = BatchSource(data.train, data, device, data.train_augment, workers, channels_last, int(cfg.seed))
-    val_source = BatchSource(data.val, data, device, "none", workers, channels_last)
-    sampler = build_sampler(cfg, data.train.labels, int(cfg.seed))
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer)
-    mode = cfg.mode
+    metrics: Dict[str, float] = {}
+    outputs = head_outputs(head, val, with_log_probs=head.predicts_classes and not open_set,
+                           n_samples=int(cfg.eval.vmf_samples), seed=int(cfg.eval.seed))
+    if "predictions" in outputs and val.targets is not None:
+        metrics["val/mae"] = float((outputs["predictions"] - val.targets).abs().mean())
+    if "log_probs" in outputs:
+        metrics["val/accuracy"] = float((outputs["log_probs"].argmax(1) == val.labels).float().mean())
+    elif head.predicts_classes and open_set:
+        from vmf_embeddings.eval.retrieval import recall_at_1
 
-    start_epoch, best_metric, best_epoch = 0, -math.inf, -1
+        metrics["val/recall@1"] = float(recall_at_1(outputs["embeddings"], val.labels, head.geometry,
+                                                    params=head.geometry_params()))
+    for key in ("val/accuracy", "val/recall@1"):
+        if key in metrics:
+            return metrics, metrics[key]
+    return metrics, -metrics["val/mae"]
+
+
+def run_epoch(run: Run, epoch: int, progress_: Progress) -> Tuple[Dict[str, float], float]:
+    """Train one epoch, validate; returns the epoch's scalars and the monitored validation value."""
+    model, head, cfg = run.model, run.model.head, run.cfg
+    head.on_epoch_start(epoch)
+    model.train()
+    batches = islice(run.train_source.batches(run.sampler), run.steps_per_epoch)
+    batches = progress(batches, run.steps_per_epoch, f"epoch {epoch}", bool(cfg.progress_bar))
+    loss_sum, first_bad_step = train_epoch(model, run.optimizer, batches, run.amp, progress_.step)
+    bad_step = int(first_bad_step)  # the epoch's one host-device sync
+    if bad_step >= 0:
+        last_path = checkpoint.checkpoint_paths(run.run_dir)[0]
+        lr = run.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLossError(
+            f"loss became NaN/inf at epoch {epoch}, step {bad_step}; the last good checkpoint is kept at "
+            f"{last_path}; lower mode.learning_rate (the optimiser's is now {lr:g}) or check the data"
+        )
+    progress_.step += run.steps_per_epoch
+    head.on_epoch_end(epoch)
+    fit_class_state(model, run.plain_train_source, run.amp)
+    val = embed_split(model, run.val_source, int(cfg.eval.batch_size), run.amp)
+    val_scalars, monitored = validation_metrics(model, val, run.data.open_set, cfg)
+    scalars = {"train/loss": float(loss_sum) / max(run.steps_per_epoch, 1), **val_scalars}
+    scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
+    scalars["train/lr"] = run.optimizer.param_groups[0]["lr"]
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        run.scheduler.step(monitored)
+    else:
+        run.scheduler.step()
+    return scalars, monitored
+
+
+# -- the whole run ----------------------------------------------------------------------------------
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Train until `mode.epochs` or early stopping; returns the best validation metric (for sweepers).
+
+    When training finishes, `mode.extract_at_end` writes the embeddings and `mode.evaluate_at_end`
+    computes every metric into metrics.json and prints the test table.
+    """
+    run_dir = Path(run_dir)
+    seed_everything(int(cfg.seed), bool(cfg.deterministic))
+    resume_state = prepare_run_dir(cfg, run_dir)  # checks everything before anything is written
+    run = build_run(cfg, run_dir)
+    write_run_config(cfg, run_dir)
+    last_path, best_path = checkpoint.checkpoint_paths(run_dir)
+    progress_ = restore(run, resume_state) if resume_state is not None else Progress()
+    if progress_.finished:
+        log.info("run in %s already finished (best %.4f at epoch %d)", run_dir, progress_.best_metric,
+                 progress_.best_epoch)
+        return progress_.best_metric
     if resume_state is not None:
-        if resume_state.get("finished"):
-            log.info("run in %s already finished (best %.4f at epoch %d)", run_dir, resume_state["best_metric"],
-                     resume_state["best_epoch"])
-            return float(resume_state["best_metric"])
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        sampler.load_state_dict(resume_state["sampler"])
-        train_source.set_generator_state(resume_state["augment_rng"])
-        set_rng_state(resume_state["rng"])
-        start_epoch = int(resume_state["epoch"]) + 1
-        best_metric, best_epoch = float(resume_state["best_metric"]), int(resume_state["best_epoch"])
-        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", run_dir, start_epoch, best_metric, best_epoch)
-    elif head.needs_calibration:
-        calibrate_head(model, train_source)
+        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", run_dir, progress_.epoch,
+                 progress_.best_metric, progress_.best_epoch)
+    context = TrainContext(run.model, run.train_source, run.plain_train_source, HOOK_BATCH, run.amp)
+    run.model.head.on_train_start(context, resumed=resume_state is not None)
 
-    steps = len(sampler) if mode.max_steps_per_epoch is None else min(len(sampler), int(mode.max_steps_per_epoch))
+    mode = cfg.mode
     tracker = Tracker(run_dir)
-    finished = False
     try:
-        for epoch in range(start_epoch, int(mode.epochs)):
-            head.on_epoch_start(epoch)
-            model.train()
-            batches = islice(train_source.batches(sampler), steps)
-            batches = progress(batches, steps, f"epoch {epoch}", bool(cfg.progress_bar))
-            loss_sum, first_bad_step = train_epoch(model, optimizer, batches, amp)
-            bad_step = int(first_bad_step)
-            if bad_step >= 0:
-                raise NonFiniteLossError(
-                    f"loss became NaN/inf at epoch {epoch}, step {bad_step}; the last good checkpoint is kept at "
-                    f"{last_path}; lower mode.learning_rate (now {mode.learning_rate}) or check the data"
-                )
-            scalars = {"train/loss": float(loss_sum) / max(steps, 1)}
-            val_scalars, monitored = validation_metrics(model, val_source, data, cfg, amp)
-            scalars.update(val_scalars)
-            scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
-            scalars["train/lr"] = optimizer.param_groups[0]["lr"]
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(monitored)
-            else:
-                scheduler.step()
-            improved = monitored > best_metric
+        for epoch in range(progress_.epoch, int(mode.epochs)):
+            scalars, monitored = run_epoch(run, epoch, progress_)
+            improved = monitored > progress_.best_metric
             if improved:
-                best_metric, best_epoch = monitored, epoch
+                progress_.best_metric, progress_.best_epoch = monitored, epoch
                 checkpoint.save_atomic(
-                    {"model": model.state_dict(), "epoch": epoch, "metric": monitored, "scalars": scalars}, best_path
+                    {"model": run.model.state_dict(), "epoch": epoch, "metric": monitored, "scalars": scalars},
+                    best_path,
                 )
-            finished = epoch - best_epoch >= int(mode.patience) or epoch + 1 >= int(mode.epochs)
-            checkpoint.save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "augment_rng": train_source.generator_state(),
-                    "rng": rng_state(),
-                    "epoch": epoch,
-                    "best_metric": best_metric,
-                    "best_epoch": best_epoch,
-                    "finished": finished,
-                },
-                last_path,
-            )
+            progress_.finished = (epoch - progress_.best_epoch >= int(mode.patience)
+                                  or epoch + 1 >= int(mode.epochs))
+            save_last(run, progress_, epoch)
             tracker.log(epoch, scalars)
-            log.info(
-                "epoch %d  %s%s",
-                epoch,
-                "  ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
-                "  (best)" if improved else "",
-            )
+            log.info("epoch %d  %s%s", epoch, "  ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
+                     "  (best)" if improved else "")
             _after_epoch(epoch)
-            if finished:
+            if progress_.finished:
                 if epoch + 1 < int(mode.epochs):
                     log.info("early stop: no improvement for %d epochs", int(mode.patience))
                 break
@@ -271,9 +296,26 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         raise
     finally:
         tracker.close()
-    log.info("best validation metric %.4f at epoch %d; checkpoint %s", best_metric, best_epoch, best_path)
-    if finished and mode.extract_at_end:
-        from vmf_embeddings.extract import extract
+    log.info("best validation metric %.4f at epoch %d; checkpoint %s", progress_.best_metric,
+             progress_.best_epoch, best_path)
+    if progress_.finished:
+        finish(cfg, run_dir)
+    return progress_.best_metric
 
-        extract(cfg, run_dir)
-    return best_metric
+
+def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
+    """Extract and evaluate a finished run as `mode.extract_at_end` / `mode.evaluate_at_end` ask."""
+    mode = cfg.mode
+    if not (mode.get("extract_at_end", False) or mode.get("evaluate_at_end", False)):
+        return None
+    from vmf_embeddings.extract import extract
+
+    extract(cfg, run_dir)
+    if not mode.get("evaluate_at_end", False):
+        return None
+    from vmf_embeddings.eval.run_eval import evaluate_run
+    from vmf_embeddings.eval.summary import print_summary
+
+    result = evaluate_run(run_dir)
+    print_summary(result, Path(run_dir) / "metrics.json")
+    return result

@@ -1,5 +1,5 @@
 """Cars196 / CUB200 / SOP on stand-ins in the release layouts: protocol, class counts, fixed
-validation classes (oracle 15), transforms, list fallback, missing-data errors."""
+validation classes of the vMF code, transforms, list fallback, missing-data errors."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Episodic and random batch samplers: oracle 14, seeding, resume via state_dict, DataLoader use."""
+"""Episodic and random batch samplers: batch composition, seeding, resume via state_dict, DataLoader use."""
 
 import io
 
@@ -17,7 +17,7 @@ def _epoch(sampler):
 
 
 @pytest.mark.parametrize("n_classes, n_samples", [(4, 5), (10, 13), (7, 1), (1, 40)])
-def test_episodic_batch_oracle(n_classes, n_samples):
+def test_episodic_batch_composition(n_classes, n_samples):
     sampler = EpisodicSampler(LABELS, n_episodes=30, n_classes=n_classes, n_samples=n_samples, seed=0)
     sizes = torch.bincount(LABELS)
     batches = _epoch(sampler)

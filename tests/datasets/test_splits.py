@@ -1,4 +1,4 @@
-"""Split helpers: the vMF protocol's sizes and fixed validation class lists (oracle 15)."""
+"""Split helpers: the vMF protocol's sizes and fixed validation class lists (google-research/vmf_embeddings)."""
 
 import numpy as np
 import pytest

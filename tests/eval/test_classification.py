@@ -37,7 +37,7 @@ def loop_ece(conf, correct, n_bins=15):
     return total
 
 
-def test_oracle_d():
+def test_ece_hand_computed():
     assert ece(C_D, A_D) == pytest.approx(0.14, abs=1e-12)
     assert mce(C_D, A_D) == pytest.approx(0.15, abs=1e-12)
     assert ece(C_D, A_D, norm="l2") == pytest.approx(0.1407125, abs=1e-7)
@@ -52,7 +52,7 @@ def test_ece_extremes_and_order_invariance():
     assert ece(c, a) == pytest.approx(0.0, abs=1e-12)
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.1, 1, 500)
-    conf = conf[np.abs(conf * 15 - np.round(conf * 15)) > 1e-6]  # keep away from bin edges (note §5)
+    conf = conf[np.abs(conf * 15 - np.round(conf * 15)) > 1e-6]  # off bin edges (float32 rounding)
     corr = (rng.uniform(size=len(conf)) < conf).astype(float)
     perm = rng.permutation(len(conf))
     assert ece(conf, corr) == pytest.approx(loop_ece(conf, corr), abs=1e-12)
@@ -77,7 +77,7 @@ def test_accuracy_topk_and_ties():
         accuracy(logits, y[:2])
 
 
-def test_oracle_e_mc_probabilities_and_nll():
+def test_mc_probabilities_and_nll():
     logits = torch.tensor([[[3.0, 0.0], [0.0, 1.0]]])  # 1 item, 2 samples, 2 classes
     lp = mc_log_probs(logits)
     np.testing.assert_allclose(lp.exp().numpy(), [[0.6107578, 0.3892422]], atol=1e-7)

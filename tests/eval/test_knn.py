@@ -86,7 +86,7 @@ def test_duplicate_heavy_ties_follow_index_order(backend, k):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k", [1, 2])
-def test_oracle_b_tie_lower_index_first(backend, k):
+def test_tie_lower_index_first(backend, k):
     a = 0.7
     x = np.array([[1, 0], [np.cos(a), np.sin(a)], [np.cos(a), -np.sin(a)]], np.float32)
     q, r = search_space(x, "cosine")

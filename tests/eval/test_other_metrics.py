@@ -1,4 +1,4 @@
-"""Few-shot episodes with CI, regression MAE, hierarchical average cost (reference note §6 F, G)."""
+"""Few-shot episodes with CI, regression MAE, hierarchical average cost (hand-computed cases)."""
 
 import numpy as np
 import pytest
@@ -10,12 +10,12 @@ from vmf_embeddings.eval.regression import mae, regression_metrics
 D_G = np.array([[0, 2, 4], [2, 0, 4], [4, 4, 0]], float)
 
 
-def test_oracle_f_ci():
+def test_ci_hand_computed():
     assert confidence_interval95([0.8, 0.9, 1.0, 0.7]) == pytest.approx(0.1265175, abs=1e-7)
     assert np.isnan(confidence_interval95([0.5]))
 
 
-def test_oracle_g_average_cost_and_mae():
+def test_average_cost_and_mae_hand_computed():
     m = hierarchical_metrics([0, 1, 2, 2], [0, 0, 1, 2], D_G)
     assert m == pytest.approx({"error_rate": 0.5, "average_cost": 1.5, "mistake_severity": 3.0})
     h = hierarchical_metrics([0, 1, 2, 2], [0, 0, 1, 2], path_to_lca_height(D_G))

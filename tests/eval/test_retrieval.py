@@ -1,4 +1,4 @@
-"""Retrieval metrics against pytorch-metric-learning's AccuracyCalculator (to 1e-6) and the note's oracles."""
+"""Retrieval metrics against pytorch-metric-learning's AccuracyCalculator (to 1e-6) and hand-computed cases."""
 
 import faiss
 import numpy as np
@@ -8,7 +8,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
 
 from vmf_embeddings.eval.geometry import poincare_distance, to_ball
-from vmf_embeddings.eval.retrieval import metrics_from_neighbours, recall_at_1, recall_ks_for, retrieval_metrics
+from vmf_embeddings.eval.retrieval import DEFAULT_KS, metrics_from_neighbours, recall_at_1, retrieval_metrics
 
 CPU = torch.device("cpu")
 KNN_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
@@ -101,27 +101,27 @@ def test_nmi_ami_match_pml(tie_free):
     assert abs(ours["ami"] - ref["AMI"]) <= 1e-6
 
 
-# --- hand-computed oracles (reference note §6 A and B) ---------------------------------------
+# --- hand-computed cases: A = 1-D L2 retrieval, B = an exact tie ----------------------------
 
 X_A = np.array([0, 1, 2.5, 4, 10, 11.5, 30], np.float32)[:, None]
 Y_A = np.array([0, 0, 1, 0, 1, 1, 2])
 
 
 @pytest.mark.parametrize("backend", ["faiss", "blas", "torch"])
-def test_oracle_a_one_dimensional(backend):
+def test_case_a_one_dimensional(backend):
     m = retrieval_metrics(X_A, Y_A, "euclidean", ks=(1, 2, 4), clustering=False, backend=backend, device="cpu")
     assert m["precision@1"] == pytest.approx(2 / 3, abs=1e-12)
     assert m["r_precision"] == pytest.approx(5 / 12, abs=1e-12)
     assert m["map@r"] == pytest.approx(0.375, abs=1e-12)
     assert m["n_lone"] == 1
-    # lone query 6 is dropped (PML rule), so recall@K is over the other 6 (the note's 4/7, 5/7, 6/7
+    # lone query 6 is dropped (PML rule), so recall@K is over the other 6 (paper-style 4/7, 5/7, 6/7
     # count it as a miss): q2 -> 1, 3 (tie, lower index first), 0, 4 hits at K=4; q3 -> 2, 1 at K=2.
     assert m["recall@1"] == pytest.approx(4 / 6)
     assert m["recall@2"] == pytest.approx(5 / 6)
     assert m["recall@4"] == pytest.approx(1.0)
 
 
-def test_oracle_a_invariances():
+def test_case_a_invariances():
     base = retrieval_metrics(X_A, Y_A, "euclidean", ks=(1, 2), clustering=False)
     moved = retrieval_metrics(3 * X_A + 7, Y_A + 40, "euclidean", ks=(1, 2), clustering=False)
     perm = np.array([3, 6, 0, 5, 1, 4, 2])
@@ -131,14 +131,14 @@ def test_oracle_a_invariances():
         assert permuted[k] == pytest.approx(base[k], abs=1e-12)
 
 
-def test_oracle_a_pml_agrees():
+def test_case_a_pml_agrees():
     ref = pml(X_A, Y_A)
     ours = retrieval_metrics(X_A, Y_A, "euclidean", clustering=False)
     for k, v in ref.items():
         assert ours[OURS[k]] == pytest.approx(v, abs=1e-7)
 
 
-def test_oracle_b_tie_rule():
+def test_case_b_tie_rule():
     a = 0.7
     x = np.array([[1, 0], [np.cos(a), np.sin(a)], [np.cos(a), -np.sin(a)]], np.float32)
     y = np.array([0, 1, 0])
@@ -212,7 +212,10 @@ def test_input_errors(tie_free):
         retrieval_metrics(x, y, "manhattan")
 
 
-def test_recall_ks_per_dataset():
-    assert recall_ks_for("sop") == (1, 10, 100, 1000)
-    assert recall_ks_for("cub200") == (1, 2, 4, 8)
-    assert recall_ks_for("cars196") == (1, 2, 4, 8)
+def test_recall_ks_come_from_the_dataset_config():
+    from tests.conftest import compose_config
+
+    assert list(compose_config(["dataset=sop"]).dataset.recall_ks) == [1, 10, 100, 1000]
+    for name in ("cub200", "cars196"):
+        assert compose_config([f"dataset={name}"]).dataset.get("recall_ks") in (None, list(DEFAULT_KS))
+    assert DEFAULT_KS == (1, 2, 4, 8)

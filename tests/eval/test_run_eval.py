@@ -14,6 +14,7 @@ from vmf_embeddings.eval.report import aggregate, config_identity, flatten
 from vmf_embeddings.eval.retrieval import retrieval_metrics
 from vmf_embeddings.eval.run_dir import RunDirError
 from vmf_embeddings.eval.run_eval import evaluate_run
+from vmf_embeddings.eval.vmf_classification import vmf_mc_log_probs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,6 +46,8 @@ def make_run(root: Path, method="unnormalized_sce", geometry="euclidean", task="
             arrays["curvature"] = np.float32(0.1)
         if geometry != "vmf" and not open_set and task != "regression":
             arrays["logits"] = (x @ centers.T).astype(np.float32)
+        if geometry == "vmf" and not open_set and split != "train":  # extraction skips sampled train predictions
+            arrays["log_probs"] = vmf_mc_log_probs(x, centers, 0.5, n_samples=4, seed=1234).numpy()
         if task in ("regression", "joint"):
             arrays["targets"] = rng.uniform(1000, 1900, n).astype(np.float32)
             arrays["predictions"] = arrays["targets"] + rng.normal(0, 50, n).astype(np.float32)
@@ -84,14 +87,15 @@ def test_open_set_vmf_retrieval_only(tmp_path):
         assert out[split]["mc_samples"] == 4
 
 
-def test_closed_set_vmf_monte_carlo(tmp_path):
+def test_closed_set_vmf_scores_the_extracted_monte_carlo_log_probs(tmp_path):
+    """Evaluation does not re-draw vMF predictions: it scores the log-probabilities extraction wrote."""
     run = make_run(tmp_path, method="vmf_softmax", geometry="vmf")
     out = evaluate_run(run, {"vmf_retrieval_samples": 0})
-    assert 0 <= out["test"]["accuracy"] <= 1 and "nll" in out["test"]
-    assert "accuracy" not in out["train"]  # MC on train is off by default (cost)
+    with np.load(run / "embeddings" / "test.npz") as f:
+        ref = classification_metrics(f["log_probs"].astype(np.float64), f["labels"])
+    assert out["test"]["accuracy"] == pytest.approx(ref["accuracy"]) and out["test"]["nll"] == pytest.approx(ref["nll"])
+    assert "accuracy" not in out["train"]  # no log_probs written for train (sampled; eval.mc_on_train)
     assert "mc_recall@1" not in out["test"]
-    again = evaluate_run(run, {"vmf_retrieval_samples": 0}, write=False)
-    assert again["test"]["nll"] == out["test"]["nll"]  # seeded
 
 
 def test_hyperbolic_and_joint_regression(tmp_path):

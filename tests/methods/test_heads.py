@@ -64,7 +64,7 @@ def test_arcface_matches_pml_and_reduces_to_cosine_at_zero_margin():
     head.margin = 0.0
     head.on_epoch_start(0)
     assert head.loss(x, y).item() == pytest.approx(cosine.loss(x, y).item(), rel=1e-6)
-    # test-time logits carry no margin (oracle 9)
+    # test-time logits carry no margin (the margin only shapes training)
     torch.testing.assert_close(head.logits(x), cosine.logits(x))
 
 
@@ -118,8 +118,8 @@ def test_hyperbolic_head_trains_a_step_and_exports_curvature():
     assert head.export()["curvature"] == pytest.approx(0.05)
 
 
-def test_poincare_oracles():
-    """Reference note oracle 11: inside the ball, symmetric, zero diagonal, distance from the origin."""
+def test_poincare_properties():
+    """Poincare ball: inside the ball, symmetric, zero diagonal, distance from the origin."""
     c = 0.5
     g = torch.Generator().manual_seed(3)
     u = torch.randn(20, 6, generator=g, dtype=torch.float64) * 5

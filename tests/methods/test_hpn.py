@@ -1,4 +1,4 @@
-"""HPN heads: oracles O8, O10-O17 of the hyperspherical prototypes note §6, and end-to-end training on
+"""HPN heads: loss, inference, regression and joint-layout invariants, and end-to-end training on
 digits through the real runner (configs, run dir, extraction)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _classifier(tmp_path, k=10, d=5, **kwargs):
     return HPNClassifier(d, k, cache_dir=str(tmp_path / "cache"), **kwargs)
 
 
-# ---------------------------------------------------------------- classification (O10, O11, O16, O8)
+# ---------------------------------------------------------------- classification
 def test_loss_is_zero_on_the_prototype_and_scale_free(tmp_path):
     head = _classifier(tmp_path)
     labels = torch.arange(10)
@@ -52,7 +52,7 @@ def test_loss_is_zero_on_the_prototype_and_scale_free(tmp_path):
 
 
 def test_sum_reduction_is_batch_times_mean_gradient(tmp_path):
-    """O16: grad(sum) = B * grad(mean); the sum is the originals' reduction."""
+    """grad(sum) = B * grad(mean); the sum is the originals' reduction."""
     mean_head = _classifier(tmp_path)
     sum_head = _classifier(tmp_path, loss_reduction="sum")
     z = torch.randn(16, 5, requires_grad=True)
@@ -65,7 +65,8 @@ def test_sum_reduction_is_batch_times_mean_gradient(tmp_path):
 
 
 def test_prediction_on_each_prototype_is_its_class(tmp_path):
-    """O11 (doubles as a collapse check) at a Tammes-regime size, plus rescaling invariance."""
+    """z on a class's prototype predicts that class (doubles as a collapse check) at a Tammes-regime size,
+    plus rescaling invariance."""
     head = _classifier(tmp_path, k=30, d=4)
     labels = torch.arange(30)
     z = 2.5 * head.prototypes
@@ -86,7 +87,7 @@ def test_softmax_scale_gives_the_configured_confidence_on_the_prototype(tmp_path
 
 
 def test_predictions_are_rotation_equivariant(tmp_path):
-    """O8: rotating outputs and prototypes by the same Q leaves the predictions unchanged."""
+    """Rotating outputs and prototypes by the same Q leaves the predictions unchanged."""
     head = _classifier(tmp_path, k=12, d=5)
     z = torch.randn(50, 5)
     q, _ = torch.linalg.qr(torch.randn(5, 5))
@@ -104,7 +105,7 @@ def test_unlabelled_samples_are_ignored(tmp_path):
 
 
 def test_prototypes_live_in_the_state_dict(tmp_path):
-    """Pitfall 3: prototypes and the scale are buffers, so a checkpoint restores them exactly."""
+    """Prototypes and the scale are buffers (psmmettes/hpn kept a plain tensor), so a checkpoint restores them."""
     head = _classifier(tmp_path, placement="paper", placement_options={"steps": 200})
     state = head.state_dict()
     assert {"prototypes", "logit_scale"} <= set(state)
@@ -124,7 +125,7 @@ def test_semantic_prior_from_a_word_vector_file(tmp_path):
     assert (cos - 2 * torch.eye(10)).max().item() < 0.99
 
 
-# ---------------------------------------------------------------- regression (O12-O14, O17)
+# ---------------------------------------------------------------- regression
 def test_encode_decode_round_trip():
     lower, upper = 1000.0, 1932.0
     years = torch.linspace(lower, upper, 1001, dtype=torch.float64)
@@ -137,7 +138,7 @@ def test_encode_decode_round_trip():
 
 
 def test_exact_fit_gives_zero_loss_and_the_target(tmp_path):
-    """O13: z = r p_u + sqrt(1 - r^2) q has cos(z, p_u) = r, zero loss, and decodes to y."""
+    """z = r p_u + sqrt(1 - r^2) q has cos(z, p_u) = r, zero loss, and decodes to y."""
     head = HPNRegressor(4, lower=1000.0, upper=1932.0)
     years = torch.tensor([1000.0, 1250.5, 1466.0, 1900.0, 1932.0])
     r = encode_targets(years.double(), 1000.0, 1932.0).float()
@@ -151,7 +152,7 @@ def test_exact_fit_gives_zero_loss_and_the_target(tmp_path):
 
 def test_regression_config_is_validated():
     with pytest.raises(ConfigError, match="embedding_dim >= 2"):
-        HPNRegressor(1, lower=0.0, upper=1.0)  # O14
+        HPNRegressor(1, lower=0.0, upper=1.0)  # D = 1: cos(z, p_u) = sign(z)
     with pytest.raises(ConfigError, match="upper > lower"):
         HPNRegressor(3, lower=5.0, upper=1.0)
     head = HPNRegressor(3)  # builds without bounds (e.g. method=hpn_regression on a dataset without targets)
@@ -169,7 +170,7 @@ def test_regression_exports_bounds_and_opposite_prototypes():
     assert "bounds" in head.state_dict()
 
 
-# ---------------------------------------------------------------- joint (O15)
+# ---------------------------------------------------------------- joint
 def test_joint_layout_and_task_weights(tmp_path):
     kwargs = dict(lower=0.0, upper=9.0, cache_dir=str(tmp_path))
     z = torch.randn(8, 6)
@@ -254,13 +255,16 @@ def _train_and_extract(tmp_path, overrides):
 
 def test_hpn_classifies_digits(tmp_path):
     best, test = _train_and_extract(tmp_path, ["method=hpn"])
-    accuracy = float((test["logits"].argmax(1) == test["labels"]).mean())
+    accuracy = float((test["log_probs"].argmax(1) == test["labels"]).mean())
     assert best > 0.9 and accuracy > 0.9, (best, accuracy)
     assert str(test["geometry"]) == "cosine" and str(test["task"]) == "classification"
     assert test["prototypes"].shape == (10, 3) and float(test["logit_scale"]) > 0
-    # evaluation needs nothing else: the exported prototypes reproduce the logits
+    # the exported prototypes and scale reproduce the predictive distribution written beside them
+    from scipy.special import log_softmax
+
     z = test["embeddings"] / np.linalg.norm(test["embeddings"], axis=1, keepdims=True)
-    assert np.allclose(float(test["logit_scale"]) * z @ test["prototypes"].T, test["logits"], atol=1e-4)
+    expected = log_softmax(float(test["logit_scale"]) * z @ test["prototypes"].T, axis=1)
+    assert np.allclose(expected, test["log_probs"], atol=1e-4)
 
 
 def test_hpn_regression_beats_a_constant_on_digit_values(tmp_path):
@@ -275,7 +279,7 @@ def test_hpn_regression_beats_a_constant_on_digit_values(tmp_path):
 def test_hpn_joint_trains_both_tasks(tmp_path):
     _, test = _train_and_extract(tmp_path, ["method=hpn_joint", "dataset=digits_regression",
                                             "arch.params.embedding_dim=5", "method.params.task_weight=0.5"])
-    accuracy = float((test["logits"].argmax(1) == test["labels"]).mean())
+    accuracy = float((test["log_probs"].argmax(1) == test["labels"]).mean())
     mae = float(np.abs(test["predictions"] - test["targets"]).mean())
     constant = float(np.abs(np.median(test["targets"]) - test["targets"]).mean())
     assert accuracy > 0.8 and mae < 0.5 * constant, (accuracy, mae, constant)

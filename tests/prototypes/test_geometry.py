@@ -1,4 +1,4 @@
-"""Oracles O1-O4 and O8 of the hyperspherical prototypes note §6: statistics, bounds, closed forms."""
+"""Prototype statistics, the simplex bound, the closed-form optima and their invariances."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_mean_nn_cosine_matches_a_loop_and_the_code_variant():
 
 @pytest.mark.parametrize("k,d", [(2, 1), (3, 2), (5, 3), (11, 10), (30, 3), (100, 10), (50, 60)])
 def test_simplex_bound_is_never_beaten(k, d):
-    """O3: max cos >= L_HP >= -1/(K-1) for any configuration (random draws and the closed forms)."""
+    """Simplex bound: max cos >= L_HP >= -1/(K-1) for any configuration (random draws and the closed forms)."""
     for seed in range(5):
         p = _random(k, d, seed)
         assert max_cosine(p) >= mean_nn_cosine(p) >= simplex_bound(k) - 1e-12
@@ -49,9 +49,9 @@ def test_simplex_bound_is_never_beaten(k, d):
 def test_regular_simplex_is_exact(k, d):
     p = regular_simplex(k, d)
     assert p.shape == (k, d)
-    assert np.abs(np.linalg.norm(p, axis=1) - 1).max() < 1e-12  # O1
+    assert np.abs(np.linalg.norm(p, axis=1) - 1).max() < 1e-12  # unit norm
     off = (p @ p.T)[~np.eye(k, dtype=bool)]
-    assert np.abs(off + 1.0 / (k - 1)).max() < 1e-12  # O4: every pair, not only the max
+    assert np.abs(off + 1.0 / (k - 1)).max() < 1e-12  # exact simplex: every pair, not only the max
 
 
 @pytest.mark.parametrize("k,d", [(5, 3), (6, 3), (20, 10), (15, 10), (100, 50)])
@@ -74,7 +74,7 @@ def test_known_optimum_regimes():
 
 
 def test_statistics_are_invariant_to_rotations_and_permutations():
-    """O8: L_HP(PQ) = L_HP(P) for orthogonal Q, and row order does not matter."""
+    """L_HP(PQ) = L_HP(P) for orthogonal Q, and row order does not matter."""
     p = _random(20, 6, 1)
     q, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((6, 6)))
     perm = np.random.default_rng(3).permutation(20)
@@ -95,7 +95,7 @@ def test_check_refuses_collapse_shape_and_norm():
     good = regular_simplex(4, 3)
     check_prototypes(good, 4, 3)
     with pytest.raises(CollapsedPrototypesError, match="max cosine"):
-        check_prototypes(np.vstack([good[:3], good[:1]]), 4, 3)  # a duplicated prototype (O2)
+        check_prototypes(np.vstack([good[:3], good[:1]]), 4, 3)  # a duplicated prototype (collapse)
     with pytest.raises(ValueError, match="shape"):
         check_prototypes(good, 4, 4)
     with pytest.raises(ValueError, match="unit norm"):

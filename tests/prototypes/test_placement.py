@@ -1,4 +1,4 @@
-"""Placement rules against the known optima (oracles O1-O7, O9) and against the paper's rule."""
+"""Placement rules against the known optima and against the paper's rule."""
 
 from __future__ import annotations
 
@@ -19,20 +19,20 @@ from vmf_embeddings.prototypes.paper_rule import paper_rule
 def test_converged_reaches_the_known_optimum_exactly(k, d):
     result = place_prototypes(k, d)
     p = result.prototypes
-    assert p.shape == (k, d) and np.abs(np.linalg.norm(p, axis=1) - 1).max() < 1e-12  # O1
+    assert p.shape == (k, d) and np.abs(np.linalg.norm(p, axis=1) - 1).max() < 1e-12  # unit norm
     assert abs(result.stats["gap_to_optimum"]) < 1e-12
 
 
 @pytest.mark.parametrize("k,d", [(4, 3), (11, 10), (26, 25)])
 def test_optimiser_alone_reaches_the_simplex(k, d):
-    """O5 with our optimiser (no closed-form shortcut): within 1e-4 (measured < 1e-6)."""
+    """The regular simplex with our optimiser (no closed-form shortcut): within 1e-4 (measured < 1e-6)."""
     p = place_prototypes(k, d, method="annealed").prototypes
     assert abs(max_cosine(p) - simplex_bound(k)) <= 1e-4
-    assert max_cosine(p) >= simplex_bound(k) - 1e-12  # O3
+    assert max_cosine(p) >= simplex_bound(k) - 1e-12  # never below the simplex bound
 
 
 def test_optimiser_alone_reaches_the_cross_polytope_value():
-    """O6: K=20, D=10 gives max cos 0 within 1e-4; the note's gradient variants stall at K=2D paper scale,
+    """K=20, D=10 gives max cos 0 within 1e-4; gradient descent on the paper's surrogate stalls at K=2D paper scale,
     ours reaches it there too (K=100, D=50)."""
     assert abs(max_cosine(place_prototypes(20, 10, method="annealed").prototypes)) <= 1e-4
     assert abs(max_cosine(place_prototypes(100, 50, method="annealed", steps=1500).prototypes)) <= 1e-4
@@ -40,7 +40,7 @@ def test_optimiser_alone_reaches_the_cross_polytope_value():
 
 @pytest.mark.parametrize("k,optimum", [(12, 1 / math.sqrt(5)), (7, 0.2101), (8, 0.2612)])
 def test_optimiser_reaches_tammes_optima_in_3d(k, optimum):
-    """O7: best of up to 5 seeds within 1e-3 (one seed suffices in practice)."""
+    """Tammes optima in 3-D: best of up to 5 seeds within 1e-3 (one seed suffices in practice)."""
     best = min(max_cosine(annealed_placement(k, 3, seed=s)) for s in range(2))
     assert abs(best - optimum) <= 1e-3
 
@@ -54,10 +54,10 @@ def test_scipy_alternatives_reach_the_simplex_and_cross_polytope():
 
 
 def test_paper_rule_reproduces_the_measured_table():
-    """O9: official settings (lr 0.1, 10k steps, seed 300) within +-0.02 of the note's §1 table."""
+    """Official settings (lr 0.1, 10k steps, seed 300) within +-0.02 of a float64 re-run of psmmettes/hpn's rule."""
     assert max_cosine(paper_rule(100, 50)) == pytest.approx(0.044, abs=0.02)
     assert max_cosine(paper_rule(200, 25)) == pytest.approx(0.216, abs=0.02)
-    # verbatim constant-lr setting: only a gap <= 0.07 to the simplex (O5)
+    # verbatim constant-lr setting: it never converges exactly, so only a gap <= 0.07 to the simplex
     assert max_cosine(paper_rule(11, 10)) - simplex_bound(11) <= 0.07
 
 
@@ -85,7 +85,7 @@ def test_every_placement_logs_its_statistics(caplog):
 
 
 def test_collapse_is_refused():
-    """O2: three prototypes on a line must coincide; the placement refuses the result."""
+    """Three prototypes on a line must coincide; the placement refuses the result."""
     with pytest.raises(CollapsedPrototypesError):
         place_prototypes(3, 1)
 
@@ -104,7 +104,7 @@ def test_placement_is_seeded():
 
 
 def test_paper_rule_collapses_on_the_circle_and_is_refused_while_ours_is_exact():
-    """Note §1 [M]: at D = 2 the official rule drives prototypes together (max cos 1); ours does not."""
+    """Measured: at D = 2 the official rule drives prototypes together (max cos 1); ours does not."""
     with pytest.raises(CollapsedPrototypesError, match="collapsed"):
         place_prototypes(7, 2, method="paper", steps=2000)
     assert max_cosine(annealed_placement(7, 2)) == pytest.approx(math.cos(2 * math.pi / 7), abs=1e-9)

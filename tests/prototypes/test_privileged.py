@@ -1,4 +1,4 @@
-"""The paper's ranking prior L_PI (not the official code's broken path, note §5 / issue #5)."""
+"""The paper's ranking prior L_PI (not the official psmmettes/hpn code path, broken: its GitHub issue #5)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ usual choice is 1x1; `shortcut="conv1x1"` gives that), and convolutions are init
 N(0, sqrt(2 / (k^2 C_out))) with BN gamma 1, beta 0, the linear layer at torch's default.
 Changed: adaptive average pooling instead of AvgPool2d(8), so 64-px inputs need no second model (the
 official ImageNet-200 copy hard-codes a larger pool; both reduce the final map to 1x1).
-The reimplementation's "resnet32" was torchvision's ResNet-34 on 32-px images (note §5, pitfall 9);
-that network is `conf/arch/resnet34.yaml`, meant for the 224-px datasets.
+The third-party reimplementation's (Abhishaike/HyperProtoNetReproduce) "resnet32" was torchvision's ResNet-34
+on 32-px images, a likely cause of its gap to the paper on CIFAR-100; that network is `conf/arch/resnet34.yaml`,
+meant for the 224-px datasets.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from it at load time (cheap: only metadata is read). When no archive is found, `
 `val.txt`, `test.txt` `path,label` lists in `dataset_path` are read instead — what
 `scripts/prepare_<name>.py` writes next to the archive and what the original code consumed.
 
-Protocol (vMF paper code, its §4): the first half of the classes forms the training pool, the
-second half the test set; validation = a class-disjoint subset of the pool drawn with the frozen
+Protocol (google-research/vmf_embeddings' preparation scripts): the first half of the classes forms the
+training pool, the second half the test set; validation = a class-disjoint subset of the pool drawn with the frozen
 `RandomState(1234).choice` (15 of 98 Cars classes, 15 of 100 CUB classes, 1,698 of 11,318 SOP
 classes), leaving 83 / 85 / 9,620 training classes. Labels are re-indexed 0..K-1 per split; the
 dataset's own 0-based class ids are kept in `extras["original_labels"][split]`.

@@ -36,7 +36,7 @@ def _finish() -> list:
 
 
 def dml_transforms(dataset: str, image_size: int = 224) -> Tuple[T.Compose, T.Compose]:
-    """(train, eval) pipelines of the vMF code for 'cars196' | 'cub200' | 'sop' (its §4 table).
+    """(train, eval) pipelines of the vMF code (google-research/vmf_embeddings) for 'cars196' | 'cub200' | 'sop'.
 
     Cars and SOP resize to a square first; CUB resizes the short side. Cars crops at a 1:1 ratio.
     """

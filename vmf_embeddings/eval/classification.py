@@ -4,9 +4,9 @@ Everything takes log-probabilities (N x C, float64 inside) so deterministic meth
 logits) and Monte-Carlo methods (log of the sample-averaged softmax, `mc_log_probs`) share one path.
 Prediction = argmax (first index on ties), confidence = max_c p(c|x).
 
-ECE: the headline `ece` is Guo et al.'s l1 ECE over 15 EQUAL-WIDTH bins ((m-1)/15, m/15], as the issue
-asks. The vMF paper's code reports an l2 ECE over 15 EQUAL-MASS bins instead; we keep it as
-`ece_l2_em15`, named for what it is -- the two are not comparable (reference note §5).
+ECE: the headline `ece` is Guo et al.'s (2017) l1 ECE over 15 EQUAL-WIDTH bins ((m-1)/15, m/15], the
+standard definition. The vMF paper's code (google-research/vmf_embeddings) reports an l2 ECE over 15
+EQUAL-MASS bins instead; we keep it as `ece_l2_em15`, named for what it is -- the two are not comparable.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
 
     width: B_m = ((m-1)/M, m/M], index clip(ceil(M c) - 1, 0, M-1) in float64 (confidence 0 -> bin 0).
     mass:  sort by confidence (stable), bin = min(M-1, floor(rank M / N)) -- the vMF code's equal-mass
-           bins; with tied confidences straddling an edge the value depends on input order (note §5).
+           bins; with tied confidences straddling an edge the value depends on input order (ties split by position).
     """
     c = np.asarray(confidence, np.float64)
     a = np.asarray(correct, np.float64)

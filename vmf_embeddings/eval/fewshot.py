@@ -5,21 +5,22 @@ Per episode: N distinct classes among those with >= K + Q items, K + Q distinct 
 to the nearest prototype; acc_e = correct / (N Q). Reported: mean_e acc_e and the 95% half-width
 1.96 * s / sqrt(E) with the SAMPLE std (ddof=1), as the ProtoNet authors' script (torchnet) does.
 
-Nearest prototype per geometry: euclidean = squared L2 (ProtoNet); cosine/vmf = cosine to the mean of
-the unit support vectors; hyperbolic = Poincare distance to the tangent-space mean mapped into the
-ball (a design choice: no seed defines hyperbolic few-shot).
+Nearest prototype per geometry (the registry's `class_means` and `search`, vmf_embeddings.eval.geometry):
+euclidean = squared L2 to the support mean (ProtoNet); cosine/vmf = cosine to the mean of the unit
+support vectors; hyperbolic = Poincare distance to the tangent-space mean mapped into the ball (a design
+choice: none of the original implementations defines hyperbolic few-shot).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .arrays import Array
-from .geometry import check_geometry, l2_normalize, poincare_distance, to_ball
+from .geometry import check_geometry, geometry_params, get_geometry
 
 
 
@@ -32,18 +33,12 @@ def confidence_interval95(values: Sequence[float]) -> float:
 
 
 def _nearest_prototype(support: np.ndarray, query: np.ndarray, n_way: int, k_shot: int,
-                       geometry: str, curvature: Optional[float]) -> np.ndarray:
-    d = support.shape[1]
-    if geometry in ("cosine", "vmf"):
-        protos = l2_normalize(l2_normalize(support).reshape(n_way, k_shot, d).mean(1)).astype(np.float64)
-        return np.argmax(l2_normalize(query).astype(np.float64) @ protos.T, axis=1)
-    if geometry == "hyperbolic":
-        protos = to_ball(support.reshape(n_way, k_shot, d).mean(1), curvature)
-        return np.argmin(poincare_distance(to_ball(query, curvature), protos, curvature), axis=1)
-    protos = support.astype(np.float64).reshape(n_way, k_shot, d).mean(1)
-    q = query.astype(np.float64)
-    d2 = (q * q).sum(1)[:, None] - 2 * q @ protos.T + (protos * protos).sum(1)[None, :]
-    return np.argmin(d2, axis=1)
+                       geometry: str, params: Mapping[str, float]) -> np.ndarray:
+    record = get_geometry(geometry)
+    prototypes = record.class_means(support.reshape(n_way, k_shot, support.shape[1]))
+    q, _ = record.search(query, params)
+    _, r = record.search(np.asarray(prototypes), params)
+    return np.argmax(q.astype(np.float64) @ r.astype(np.float64).T, axis=1)
 
 
 def few_shot_accuracy(
@@ -56,9 +51,11 @@ def few_shot_accuracy(
     seed: int = 1234,
     geometry: str = "euclidean",
     curvature: Optional[float] = None,
+    params: Optional[Mapping[str, float]] = None,
 ) -> Dict[str, object]:
     """Mean episode accuracy with its 95% CI: {"accuracy", "ci95", "std", "episodes", "per_episode"}."""
-    check_geometry(geometry, curvature)
+    check_geometry(geometry, curvature, params)
+    params = geometry_params(geometry, curvature, params)
     x = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
     y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if len(x) != len(y):
@@ -79,7 +76,7 @@ def few_shot_accuracy(
         idx = np.stack([rng.choice(members[c], size=k_shot + n_query, replace=False) for c in picked])
         support = x[idx[:, :k_shot].reshape(-1)]
         query = x[idx[:, k_shot:].reshape(-1)]
-        pred = _nearest_prototype(support, query, n_way, k_shot, geometry, curvature)
+        pred = _nearest_prototype(support, query, n_way, k_shot, geometry, params)
         accs[e] = np.mean(pred == truth)
     return {
         "accuracy": float(accs.mean()),

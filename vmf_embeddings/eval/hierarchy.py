@@ -4,9 +4,9 @@
 - average_cost     = AC = (1/N) sum_n D[y_n, y_hat_n]  (all items; correct ones cost 0)
 - mistake_severity = mean D over the mistakes only = AC / error_rate (NaN without mistakes)
 
-Units follow D. The metric-guided prototypes seed ships tree PATH LENGTHS; Bertinetto et al.'s
-LCA-height convention is exactly half of that for equal-depth leaves -- convert D before comparing
-(`path_to_lca_height`).
+Units follow D. The metric-guided prototypes code (VSainteuf/metric-guided-prototypes-pytorch) ships tree
+PATH LENGTHS; Bertinetto et al.'s LCA-height convention is exactly half of that for equal-depth leaves --
+convert D before comparing (`path_to_lca_height`).
 """
 
 from __future__ import annotations

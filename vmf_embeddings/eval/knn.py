@@ -2,7 +2,7 @@
 
 Input is a search space (Q, R) from `geometry.search_space`: larger <Q_i, R_j> = nearer. Output is,
 per query i, the k nearest j != i ordered by (distance, index) ascending -- the order faiss
-`IndexFlatL2` produces on ties and the project's tie rule (reference note §1.2, §4.2) -- and,
+`IndexFlatL2` (PML's default kNN) produces on ties, so no backend changes a metric -- and,
 optionally, the rank of i's nearest same-label item among all N - 1 others, which gives Recall@K
 for any K (SOP's R@1000) without a top-1000 search.
 

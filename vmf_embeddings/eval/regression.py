@@ -1,7 +1,8 @@
 """Regression metrics in the target's own units (e.g. years for OmniArt).
 
-The HPN reimplementation reported MAE on normalised targets by mistake (hyperspherical prototypes
-note §3); evaluation therefore only accepts decoded predictions and raw targets, both in target units.
+The third-party HPN reimplementation (Abhishaike/HyperProtoNetReproduce) compared decoded years with
+normalised targets in its train MAE; evaluation therefore only accepts decoded predictions and raw targets,
+both in target units.
 """
 
 from __future__ import annotations

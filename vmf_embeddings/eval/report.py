@@ -2,10 +2,8 @@
 configuration (scripts/aggregate.py), as Markdown and CSV.
 
 A configuration is the run's flattened resolved config minus the keys that do not change what is
-trained: seeds (`seed` and any `*.seed`), names and paths (`name`, `runs_root`, `run_dir`, any key
-ending in `path`/`dir`), infrastructure (`device`, `num_workers`, `amp`, `channels_last`,
-`deterministic`, `progress_bar`, `resume`, `overwrite`, `mode.extract_at_end`, `mode.name`) and the
-`eval` node. Runs with equal remaining configs are seeds of one configuration. The aggregate table
+trained: the infrastructure keys shared with run naming (`vmf_embeddings.config_keys`: names, paths,
+devices, workers, lifecycle switches, the `eval` node) and seeds (`seed` and any `*.seed`). Runs with equal remaining configs are seeds of one configuration. The aggregate table
 names each configuration by dataset, method, dim and only the keys that differ between
 configurations, so a sweep's table shows exactly what was swept.
 """
@@ -19,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from vmf_embeddings.config_keys import flatten, is_infrastructure, is_seed  # noqa: F401 (flatten: re-exported)
+
 #: metrics shown first (in this order) when present; others follow alphabetically
 METRIC_ORDER = (
     "accuracy", "top5_accuracy", "ece", "mce", "ece_l2_em15", "nll", "brier",
@@ -28,34 +28,12 @@ METRIC_ORDER = (
 )
 #: per-run table (evaluate.py): the headline columns
 HEADLINE = ("accuracy", "ece", "nll", "recall@1", "map@r", "r_precision", "nmi", "mc_recall@1", "mae", "average_cost")
-IGNORED_KEYS = {
-    "seed", "name", "runs_root", "run_dir", "device", "num_workers", "amp", "channels_last", "deterministic",
-    "progress_bar", "resume", "overwrite", "mode.extract_at_end", "mode.name",
-}
 NON_METRIC = {"n_queries", "n_lone", "n", "mc_samples", "seconds"}
 
 
-def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become JSON strings (hashable, printable)."""
-    out: Dict[str, Any] = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(tree, (list, tuple)):
-        out[prefix[:-1]] = json.dumps(tree)
-    else:
-        out[prefix[:-1]] = tree
-    return out
-
-
 def config_key_ignored(key: str) -> bool:
-    last = key.rsplit(".", 1)[-1]
-    return (
-        key in IGNORED_KEYS
-        or key.startswith(("eval.", "hydra."))
-        or last == "seed"
-        or last.endswith(("path", "dir"))
-    )
+    """Keys that do not tell configurations apart: the shared infrastructure list, plus seeds."""
+    return is_infrastructure(key) or is_seed(key)
 
 
 def config_identity(flat_config: Dict[str, Any]) -> Tuple[Tuple[str, str], ...]:

@@ -19,7 +19,7 @@ only from k = max R_i neighbours; recall@K for K > k comes from the rank of the 
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,14 +30,8 @@ from .knn import knn_self
 
 log = logging.getLogger(__name__)
 
-#: Recall@K sets of the benchmarks (reference note §3); anything else gets DEFAULT_KS
-DATASET_KS = {"sop": (1, 10, 100, 1000), "cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8)}
+#: Recall@K list when the dataset config names none (`dataset.recall_ks`, e.g. SOP's 1, 10, 100, 1000)
 DEFAULT_KS = (1, 2, 4, 8)
-
-
-def recall_ks_for(dataset_name: Optional[str]) -> tuple:
-    """The Recall@K list a dataset's papers report."""
-    return DATASET_KS.get(str(dataset_name).lower(), DEFAULT_KS)
 
 
 def _emb(x: Array) -> np.ndarray:
@@ -142,13 +136,15 @@ def retrieval_metrics(
     backend: str = "auto",
     device: Optional[Union[str, torch.device]] = None,
     block_bytes: Optional[int] = None,
+    params: Optional[Mapping[str, float]] = None,
 ) -> Dict[str, float]:
     """All retrieval metrics of one embedding set, in one exact chunked kNN pass (plus k-means).
 
     geometry: euclidean | cosine | vmf (cosine on the mean direction) | hyperbolic (Poincare;
-    embeddings are tangent vectors, mapped with proj(expmap0(.)) at `curvature`).
+    embeddings are tangent vectors, mapped with proj(expmap0(.)) at `curvature`), or any registered
+    geometry with its `params`.
     """
-    check_geometry(geometry, curvature)
+    check_geometry(geometry, curvature, params)
     x = _emb(embeddings)
     y = reindex_labels(labels)
     if len(x) != len(y):
@@ -158,17 +154,18 @@ def retrieval_metrics(
     k = min(k, len(y) - 1)
     ks = tuple(int(K) for K in ks)
     need_ranks = bool(ks) and max(ks) > k and counts.max() > 1
-    q, r = search_space(x, geometry, curvature)
+    q, r = search_space(x, geometry, curvature, params)
     res = knn_self(q, r, k, labels=y, with_ranks=need_ranks, max_rank=max(ks) if ks else None,
                    backend=backend, device=device, block_bytes=block_bytes)
     out = metrics_from_neighbours(y[res.indices], y, ks, res.first_positive_rank)
     if clustering:
-        out.update(clustering_scores(clustering_space(x, geometry, curvature), y))
+        out.update(clustering_scores(clustering_space(x, geometry, curvature, params), y))
     return out
 
 
 def recall_at_1(
-    embeddings: torch.Tensor, labels: torch.Tensor, geometry: str, curvature: Optional[float] = None
+    embeddings: torch.Tensor, labels: torch.Tensor, geometry: str, curvature: Optional[float] = None,
+    params: Optional[Mapping[str, float]] = None,
 ) -> float:
     """Exact Recall@1 (= precision@1, lone queries dropped) for validation during training.
 
@@ -176,7 +173,7 @@ def recall_at_1(
     deterministic and cheaper than the original's 10-draw majority vote, which only adds noise to
     early stopping; the sampled variant is in `vmf_classification.vmf_sampled_retrieval`.
     """
-    check_geometry(geometry, curvature)
+    check_geometry(geometry, curvature, params)
     y = reindex_labels(labels)
     counts = np.bincount(y)
     if counts.max() < 2:
@@ -187,7 +184,7 @@ def recall_at_1(
     x = _emb(embeddings)
     if len(x) != len(y):
         raise ValueError(f"embeddings ({len(x)}) and labels ({len(y)}) differ in length")
-    q, r = search_space(x, geometry, curvature)
+    q, r = search_space(x, geometry, curvature, params)
     if dev is not None:
         res = knn_self(torch.from_numpy(q).to(dev), torch.from_numpy(r).to(dev), 1, backend="torch", device=dev)
     else:

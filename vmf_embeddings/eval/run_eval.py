@@ -1,21 +1,19 @@
 """Evaluate one run dir: every metric that fits the method and dataset -> RUN_DIR/metrics.json.
 
-Which metrics (from the saved config and what each `embeddings/<split>.npz` holds):
+Which metrics (from the saved config and what each `embeddings/<split>.npz` holds); nothing here
+compares method, dataset or geometry names:
 
-- closed-set classification data (dataset.open_set false, method.task classification|joint):
-  classification metrics on every split (accuracy, top5_accuracy when C > 5, ece, mce, ece_l2_em15,
-  nll, brier; `reliability_<split>.png` in the run dir), retrieval on `test` only.
-  Predictive distribution: softmax(logits) (a 3-D N x S x C `logits` is averaged over S in probability
-  space); vMF (no logits) -> Monte-Carlo over `eval.vmf_samples` draws (seed `eval.seed`), skipped on
-  `train` (cost) unless eval.mc_on_train=true.
-- open-set data (Cars196, CUB200, SOP): retrieval only, on `val` and `test`, with the dataset's
-  Recall@K list (sop: 1, 10, 100, 1000; otherwise 1, 2, 4, 8).
-- retrieval = recall@K, precision@1, r_precision, map@r (PML AccuracyCalculator definitions, lone
-  queries dropped: n_queries / n_lone), nmi / ami (faiss k-means, seed 1234; eval.clustering=false
-  skips them). Distance from the geometry: euclidean, cosine, vmf (cosine on mu), hyperbolic
-  (Poincare, curvature from the npz). vMF adds the paper's sampled retrieval: mc_recall@1 (majority
-  vote), mc_precision@1, mc_r_precision, mc_map@r over `eval.vmf_retrieval_samples` draws (default
-  eval.vmf_samples; 0 skips).
+- classification (the npz holds `log_probs`, the head's predictive log-probabilities written at
+  extraction; files of older versions hold `logits`, whose softmax is used): accuracy, top5_accuracy
+  when C > 5, ece, mce, ece_l2_em15, nll, brier; `reliability_<split>.png` in the run dir.
+  Sampled predictions (vMF's Monte Carlo) are drawn at extraction (`eval.vmf_samples`, `eval.seed`).
+- retrieval on `test` (and on `val` for open-set data: `dataset.open_set`), in the geometry the npz
+  names (`vmf_embeddings.eval.geometry`, its parameters read from the npz): recall@K with K from
+  `eval.recall_ks`, else `dataset.recall_ks`, else 1, 2, 4, 8; precision@1, r_precision, map@r (PML
+  AccuracyCalculator definitions, lone queries dropped: n_queries / n_lone), nmi / ami (faiss k-means,
+  seed 1234; eval.clustering=false skips them). A geometry whose embeddings are distributions (vMF)
+  adds the sampled retrieval: mc_recall@1 (majority vote), mc_precision@1, mc_r_precision, mc_map@r
+  over `eval.vmf_retrieval_samples` draws (default eval.vmf_samples; 0 skips).
 - regression (`targets` and `predictions` in the npz, target units): mae, rmse -- any task, any split.
 - hierarchy (a C x C cost matrix: npz key `cost_matrix` or `eval.cost_matrix: path.npy`):
   error_rate, average_cost, mistake_severity.
@@ -36,7 +34,7 @@ Cost on SOP-sized test sets (60,502 x 512) on CPU: the kNN pass is ~25-45 s on 2
 k-means has 11,316 centroids (20 iterations of 60,502 x 11,316 distances, ~4 kNN passes) and the vMF sampled
 retrieval repeats the kNN pass per draw -- set `clustering=false` / `vmf_retrieval_samples=0` for a
 quick look.
-Options live in the run's `eval:` config node and can be overridden per call (`options=`).
+Options: the defaults of `vmf_embeddings.schema.EvalOptions` < the run's `eval:` config node < `options`.
 """
 
 from __future__ import annotations
@@ -51,6 +49,8 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
+from vmf_embeddings.schema import EVAL_DEFAULTS
+
 from .classification import (
     classification_metrics,
     confidence_and_correct,
@@ -61,28 +61,16 @@ from .classification import (
 from .fewshot import few_shot_accuracy
 from .hierarchy import hierarchical_metrics
 from .regression import regression_metrics
-from .report import flatten
-from .retrieval import recall_ks_for, retrieval_metrics
+from vmf_embeddings.config_keys import flatten
+from .geometry import get_geometry
+from .retrieval import DEFAULT_KS, retrieval_metrics
 from .run_dir import RunDir, RunDirError, Split, load_config, load_run_dir, read_overrides, reextract
-from .vmf_classification import vmf_mc_log_probs, vmf_sampled_retrieval
+from .vmf_classification import vmf_sampled_retrieval
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIONS: Dict[str, Any] = {
-    "vmf_samples": 10,
-    "vmf_retrieval_samples": None,  # None -> vmf_samples
-    "seed": 1234,
-    "n_bins": 15,
-    "recall_ks": None,  # None -> per dataset
-    "clustering": True,
-    "splits": ["train", "val", "test"],
-    "cost_matrix": None,
-    "few_shot": None,
-    "mc_on_train": False,
-    "backend": "auto",
-    "device": None,
-    "plots": True,
-}
+#: every evaluation option with its default (one place: vmf_embeddings/schema.py)
+DEFAULT_OPTIONS: Dict[str, Any] = EVAL_DEFAULTS
 
 
 def eval_options(rd: RunDir, options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -116,8 +104,8 @@ def _meta(rd: RunDir, opts: Dict[str, Any]) -> Dict[str, Any]:
         "run_dir": str(rd.path),
         "method": rd.cfg("method.name"),
         "dataset": rd.cfg("dataset.name"),
-        "geometry": rd.cfg("method.geometry"),
-        "task": rd.cfg("method.task", "classification"),
+        "geometry": _first_scalar(rd, "geometry"),
+        "task": _first_scalar(rd, "task") or "classification",
         "dim": rd.cfg("arch.params.embedding_dim"),
         "seed": rd.cfg("seed"),
         "name": rd.cfg("name"),
@@ -130,37 +118,41 @@ def _meta(rd: RunDir, opts: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def _geometry(rd: RunDir, split: Split) -> str:
-    geometry = split.scalar("geometry") or rd.cfg("method.geometry")
-    if geometry is None:
-        raise reextract(split.path, "no 'geometry' entry and no method.geometry in config.yaml", rd.path)
-    return str(geometry)
+def _first_scalar(rd: RunDir, key: str) -> Any:
+    """A 0-d entry (geometry, task) from the first split that has it."""
+    for split in rd.splits.values():
+        value = split.scalar(key)
+        if value is not None:
+            return value
+    return None
 
 
-def _curvature(rd: RunDir, split: Split) -> Optional[float]:
-    c = split.scalar("curvature")
-    if c is None:
-        c = rd.cfg("method.params.c")
-    if c is None:
-        raise reextract(split.path, "hyperbolic embeddings without a 'curvature' entry", rd.path)
-    return float(c)
+def _geometry(rd: RunDir, split: Split):
+    """The split's geometry record and its parameters, both read from the npz."""
+    name = split.scalar("geometry")
+    if name is None:
+        raise reextract(split.path, "no 'geometry' entry", rd.path)
+    try:
+        geometry = get_geometry(str(name))
+    except ValueError as exc:
+        raise reextract(split.path, str(exc), rd.path) from None
+    params = {}
+    for key in geometry.params:
+        value = split.scalar(key)
+        if value is None:
+            raise reextract(split.path, f"{geometry.name} embeddings without a '{key}' entry", rd.path)
+        params[key] = float(value)
+    return geometry, params
 
 
-def _log_probs(rd: RunDir, split: Split, geometry: str, opts: Dict[str, Any]) -> Optional[torch.Tensor]:
+def _log_probs(split: Split) -> Optional[torch.Tensor]:
+    """The predictive log-probabilities written at extraction (or the softmax of older files' logits)."""
+    log_probs = split.get("log_probs")
+    if log_probs is not None:
+        return torch.from_numpy(np.asarray(log_probs, dtype=np.float64))
     logits = split.get("logits")
     if logits is not None:
         return mc_log_probs(logits) if logits.ndim == 3 else log_probs_from_logits(logits)
-    if geometry == "vmf" and split.get("weights") is not None:
-        if split.name == "train" and not opts["mc_on_train"]:
-            return None
-        weights = split.get("weights")
-        if weights.shape[1] != split.embeddings.shape[1]:
-            problem = f"'weights' dim {weights.shape[1]} != embeddings dim {split.embeddings.shape[1]}"
-            raise reextract(split.path, problem, rd.path)
-        return vmf_mc_log_probs(
-            split.embeddings, weights, float(split.scalar("temperature", 1.0)),
-            n_samples=int(opts["vmf_samples"]), seed=int(opts["seed"]), device=opts["device"],
-        )
     return None
 
 
@@ -182,43 +174,41 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
     """All metrics of one split (module docstring says which)."""
     t0 = time.perf_counter()
     out: Dict[str, Any] = {"n": int(len(split.labels))}
-    geometry = _geometry(rd, split)
-    curvature = _curvature(rd, split) if geometry == "hyperbolic" else None
-    task = str(split.scalar("task") or rd.cfg("method.task", "classification"))
+    geometry, params = _geometry(rd, split)
+    task = str(split.scalar("task") or "classification")
     open_set = bool(rd.cfg("dataset.open_set", False))
-    if task in ("classification", "joint") and not open_set:
-        lp = _log_probs(rd, split, geometry, opts)
-        if lp is not None:
-            if lp.shape[0] != len(split.labels):
-                raise reextract(split.path, f"logits rows {lp.shape[0]} != labels {len(split.labels)}", rd.path)
-            try:
-                out.update(classification_metrics(lp, split.labels, n_bins=int(opts["n_bins"])))
-            except ValueError as exc:
-                raise reextract(split.path, str(exc), rd.path) from None
-            cost = _cost_matrix(rd, split, opts)
-            if cost is not None:
-                out.update(hierarchical_metrics(lp.argmax(1), split.labels, cost))
-            if opts["plots"]:
-                conf, corr = confidence_and_correct(lp, split.labels)
-                title = f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name}"
-                reliability_diagram(conf, corr, rd.path / f"reliability_{split.name}.png", int(opts["n_bins"]),
-                                    title=f"{title}: ECE {out['ece']:.4f}")
+    lp = _log_probs(split)
+    if lp is not None:
+        if lp.shape[0] != len(split.labels):
+            raise reextract(split.path, f"log_probs rows {lp.shape[0]} != labels {len(split.labels)}", rd.path)
+        try:
+            out.update(classification_metrics(lp, split.labels, n_bins=int(opts["n_bins"])))
+        except ValueError as exc:
+            raise reextract(split.path, str(exc), rd.path) from None
+        cost = _cost_matrix(rd, split, opts)
+        if cost is not None:
+            out.update(hierarchical_metrics(lp.argmax(1), split.labels, cost))
+        if opts["plots"]:
+            conf, corr = confidence_and_correct(lp, split.labels)
+            title = f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name}"
+            reliability_diagram(conf, corr, rd.path / f"reliability_{split.name}.png", int(opts["n_bins"]),
+                                title=f"{title}: ECE {out['ece']:.4f}")
     if split.get("targets") is not None and split.get("predictions") is not None:
         out.update(regression_metrics(split.get("predictions"), split.get("targets")))
     wants_retrieval = task != "regression" and (split.name == "test" or (open_set and split.name == "val"))
     if wants_retrieval and len(split.labels) > 1:
-        ks = opts["recall_ks"] or recall_ks_for(rd.cfg("dataset.name"))
-        out.update(retrieval_metrics(split.embeddings, split.labels, geometry, curvature, ks=ks,
+        ks = opts["recall_ks"] or rd.cfg("dataset.recall_ks") or DEFAULT_KS
+        out.update(retrieval_metrics(split.embeddings, split.labels, geometry.name, ks=list(ks),
                                      clustering=bool(opts["clustering"]), backend=opts["backend"],
-                                     device=opts["device"]))
-        if geometry == "vmf" and int(opts["vmf_retrieval_samples"]) > 0:
+                                     device=opts["device"], params=params))
+        if geometry.sampled and int(opts["vmf_retrieval_samples"]) > 0:
             out.update(vmf_sampled_retrieval(split.embeddings, split.labels, int(opts["vmf_retrieval_samples"]),
                                              seed=int(opts["seed"]), device=opts["device"]))
     if opts["few_shot"] and split.name in ("val", "test") and task != "regression":
         specs = opts["few_shot"] if isinstance(opts["few_shot"], list) else [opts["few_shot"]]
         for spec in specs:
             spec = dict(spec)
-            r = few_shot_accuracy(split.embeddings, split.labels, geometry=geometry, curvature=curvature,
+            r = few_shot_accuracy(split.embeddings, split.labels, geometry=geometry.name, params=params,
                                   seed=int(spec.pop("seed", opts["seed"])), **spec)
             tag = f"fewshot_{r_spec(spec)}"
             out[tag], out[f"{tag}_ci95"] = r["accuracy"], r["ci95"]
@@ -258,7 +248,7 @@ def evaluate_run(
     for name in ("train", "val", "test"):
         if name in rd.splits:
             result[name] = evaluate_split(rd, rd.splits[name], opts)
-            log.info("%s %s: %s", run_dir, name, {k: v for k, v in result[name].items() if isinstance(v, float)})
+            log.debug("%s %s: %s", run_dir, name, {k: v for k, v in result[name].items() if isinstance(v, float)})
     result = _jsonable(result)
     if write:
         tmp = run_dir / "metrics.json.tmp"

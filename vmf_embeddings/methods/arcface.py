@@ -16,7 +16,7 @@ class ArcFace(NormalizedSoftmax):
     Test-time logits carry no margin (plain cosine softmax). `warmup_epochs` trains with m = 0 first;
     the original hard-coded 20/60/100 epochs by dataset-name substring, here it is a method parameter.
     `easy_margin=True` applies the margin only where theta_y + m <= pi, where cos(theta + m) is still
-    monotone (the original had no such guard; reference note 7.13); default off = the original.
+    monotone (the original had no such guard); default off = the original.
     Margin in radians (PML's ArcFaceLoss takes degrees: 0.5 rad = 28.6 deg).
     """
 

@@ -2,8 +2,8 @@
 
 Why this module exists: the vMF normaliser C_d(kappa) = kappa^(d/2-1) / ((2 pi)^(d/2) I_(d/2-1)(kappa)) is needed
 at orders up to ~1000 (d = 2048) and kappa up to 1e5, where I_nu over- or underflows in any float type and scipy's
-`ive(255, 0.01)` already underflows to 0 (reference note §7.4). Everything here works on log I_nu directly and is
-written in torch, so it runs on any device, vectorised, with exact gradients in kappa.
+`ive(255, 0.01)` already underflows to 0 (NaN normalisers at d = 512, small kappa). Everything here works on
+log I_nu directly and is written in torch, so it runs on any device, vectorised, with exact gradients in kappa.
 
 Algorithm for log I_nu(x), nu >= 0 (a Python float), x >= 0 (a tensor):
 
@@ -366,8 +366,9 @@ def log_vmf_normalizer(d: int, kappa: Tensor) -> Tensor:
 def bessel_ratio_approx(d: int, kappa: Union[Tensor, Number]) -> Tensor:
     """The paper's Ã_d(kappa): mean of the Amos-type bounds kappa/(a + sqrt(b^2 + kappa^2)), b in {a, a + 1}.
 
-    Kept for faithful reproduction (reference note §2.1). Max relative error vs A_d is 1/(2(d-1)) as kappa -> 0
-    (25% at d = 3). Evaluated in the input dtype with plain autograd, like the original.
+    Kept for faithful reproduction (google-research/vmf_embeddings `bessel_approx.py`). Max relative error vs
+    A_d is 1/(2(d-1)) as kappa -> 0 (25% at d = 3). Evaluated in the input dtype with plain autograd, like the
+    original.
     """
     _check_dim(d)
     kappa = _as_float_tensor(kappa)

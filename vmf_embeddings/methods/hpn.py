@@ -7,15 +7,15 @@ prototypes on the unit sphere, placed before training (`vmf_embeddings.prototype
 * HPNJoint: the official 47-d OmniArt layout: the year prototype is e_0 and the K style prototypes live
   in the orthogonal coordinates z[1:]; loss (1 - w) L_r + w L_c.
 
-Departures from the originals (hyperspherical prototypes note §5):
+Departures from the originals (psmmettes/hpn and its reimplementation; docs/departures.md):
 * loss_reduction "mean" by default (the runner's contract), where both originals *sum* over the batch.
-  The gradient is then B times smaller (O16): to reproduce the paper use loss_reduction=sum with its
+  The gradient is then B times smaller: to reproduce the paper use loss_reduction=sum with its
   lr (0.01) and weight decay (1e-4), as conf/experiment/hpn_* do. Mean with lr x B is *not* equivalent
   once weight decay is on (the decay step would grow B-fold too).
 * prototypes, bounds and the softmax scale are registered buffers, so they are in every checkpoint and
-  move with .to(device) (pitfall 3: the official prototypes were a plain tensor attribute).
+  move with .to(device) (the official prototypes were a plain tensor attribute, left behind on .to(device)).
 * regression targets arrive raw (in years) and are encoded inside the loss; predictions are always
-  decoded, so train and test MAE share units (pitfall: the reimplementation's normalised-years MAE, O17).
+  decoded, so train and test MAE share units (the reimplementation reported MAE in normalised years).
 * joint and classification losses ignore label -1 (OmniArt test styles unseen in training).
 
 Softmax scale (the originals have none; they only take the argmax): logits = s * cos(z, p_k) with s
@@ -52,7 +52,7 @@ def encode_targets(values: torch.Tensor, lower: float, upper: float) -> torch.Te
 
 
 def decode_targets(cosines: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
-    """Inverse of encode_targets; cosines in [-1, 1] land in [lower, upper] (O12)."""
+    """Inverse of encode_targets; cosines in [-1, 1] land in [lower, upper]."""
     return lower + (upper - lower) * (cosines + 1.0) / 2.0
 
 
@@ -172,7 +172,7 @@ class _RegressionMixin:
         if lower is not None and not float(upper) > float(lower):
             raise ConfigError(f"regression bounds need upper > lower, got lower={lower}, upper={upper}")
         bounds = [math.nan, math.nan] if lower is None else [float(lower), float(upper)]
-        # float64: encode/decode must round-trip within 1e-9 of the range (O12) for years ~ 1e3.
+        # float64: encode/decode must round-trip within 1e-9 of the range for years ~ 1e3.
         self.register_buffer("bounds", torch.tensor(bounds, dtype=torch.float64))
 
     def _bounds(self):
@@ -210,7 +210,7 @@ class _RegressionMixin:
 
 
 class HPNRegressor(_RegressionMixin, Method):
-    """Bounded regression with two opposite prototypes (p_u = e_0, p_l = -e_0); needs D >= 2 (O14)."""
+    """Bounded regression with two opposite prototypes (p_u = e_0, p_l = -e_0); needs D >= 2."""
 
     geometry = "cosine"
     task = "regression"
@@ -245,7 +245,7 @@ class HPNJoint(_RegressionMixin, _PrototypeMixin, Method):
     """Official joint layout: year prototype e_0; K style prototypes [0; p_k] placed in D-1 dimensions.
 
     Loss (1 - w) L_r + w L_c with w = task_weight (share of classification). Styles are predicted
-    from z[1:], years from the full z (note §3, O15).
+    from z[1:], years from the full z, as the official OmniArt script does.
     """
 
     geometry = "cosine"

@@ -71,6 +71,9 @@ class HyperbolicSoftmax(Method):
     def loss(self, embeddings, labels, targets=None):
         return F.cross_entropy(self.logits(embeddings), labels)
 
+    def geometry_params(self) -> Dict[str, float]:
+        return {"curvature": self.c}
+
     def export(self) -> Dict[str, np.ndarray]:
         a, p = self.class_parameters()
         return {

@@ -33,10 +33,15 @@ def mobius_add(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def poincare_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
-    """d(x, y) = (2/sqrt(c)) artanh(sqrt(c) |(-x) (+)_c y|), elementwise over broadcast rows."""
-    sqrt_c = c**0.5
-    norm = mobius_add(-x, y, c).norm(dim=-1)
-    return 2 / sqrt_c * torch.atanh((sqrt_c * norm).clamp(max=1 - 1e-5))
+    """d(x, y) = arccosh(1 + 2c|x - y|^2 / ((1 - c|x|^2)(1 - c|y|^2))) / sqrt(c), elementwise over broadcast rows.
+
+    Equal to (2/sqrt(c)) artanh(sqrt(c) |(-x) (+)_c y|), but with no clamp on the artanh argument: that
+    clamp (at 1 - 1e-5) capped distances at 12.2/sqrt(c), while two points of the projected ball
+    (norm (1 - 1e-3)/sqrt(c)) can be 15.2/sqrt(c) apart.
+    """
+    sq = (x - y).pow(2).sum(-1)
+    den = (1 - c * x.pow(2).sum(-1)) * (1 - c * y.pow(2).sum(-1))
+    return torch.acosh((1 + 2 * c * sq / den.clamp_min(MIN_NORM**2)).clamp_min(1.0)) / c**0.5
 
 
 class _RiemannianGradient(torch.autograd.Function):

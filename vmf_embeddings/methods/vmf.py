@@ -32,16 +32,16 @@ def kappa_scale(kappa_confidence: float, dim: int) -> float:
 class VMFSoftmax(TemperatureMixin, Method):
     """The paper's head. `normalizer="exact"` uses the exact log C_d and A_d (stable log-Bessel, finite for
     d <= 2048 and kappa <= 1e4); `normalizer="paper"` uses the original's closed-form approximations
-    (A~ has up to 25% error at d = 3, reference note 7.3), for faithful reproduction.
+    (A~ has up to 25% error at d = 3), for faithful reproduction.
 
-    Departures from the original, on purpose: the first term uses logsumexp (the original summed exps,
-    overflowing float32 for large beta, note 7.5); z_kappa_mult is a registered buffer so it lives in
-    the checkpoint (note 7.12); class weights get no weight decay, as the original intended (note 7.6);
-    the sampler uses the exact Wood envelope (note 7.1).
+    Departures from the original, on purpose (docs/departures.md): the first term uses logsumexp (the
+    original summed exps, overflowing float32 for large beta); z_kappa_mult is a registered buffer so it
+    lives in the checkpoint (the original kept a plain attribute, lost on reload); class weights get no
+    weight decay, as the original intended; the sampler uses the exact Wood envelope.
     """
 
     geometry = "vmf"
-    needs_calibration = True
+    sampled_prediction = True
 
     def __init__(
         self,
@@ -61,7 +61,7 @@ class VMFSoftmax(TemperatureMixin, Method):
         if normalizer not in NORMALIZERS:
             raise ValueError(f"method.params.normalizer={normalizer!r} is not one of {NORMALIZERS}")
         if not 0.0 < kappa_confidence < 1.0:
-            raise ValueError(f"arch.params.kappa_confidence={kappa_confidence} must lie in (0, 1)")
+            raise ValueError(f"method.params.kappa_confidence={kappa_confidence} must lie in (0, 1)")
         self.dim = int(embedding_dim)
         self.n_samples = int(n_samples)
         self.normalizer = normalizer
@@ -98,6 +98,12 @@ class VMFSoftmax(TemperatureMixin, Method):
         z = self.retrieval_embeddings(embeddings.to(self._dtype(embeddings)))
         kappa = z.norm(dim=-1).clamp_min(1e-6)
         return z / kappa[:, None], kappa
+
+    def on_train_start(self, context, resumed: bool) -> None:
+        """A fresh run sets z_kappa_mult from one pass over the augmented training split in train mode,
+        as the original; on resume the buffer already holds it."""
+        if not resumed:
+            self.calibrate([context.embed_train(train_mode=True).features])
 
     @torch.no_grad()
     def calibrate(self, embeddings: Iterable[torch.Tensor]) -> None:
@@ -159,6 +165,10 @@ class VMFSoftmax(TemperatureMixin, Method):
             log_probs = torch.log_softmax(beta * torch.einsum("snd,sncd->snc", z, w), dim=-1)
             out.append(torch.logsumexp(log_probs, dim=0) - math.log(n_samples))
         return torch.cat(out) if out else mu.new_zeros(0, n_classes)
+
+    def log_probs(self, embeddings, n_samples=None, generator=None):
+        """`logits` already are the Monte-Carlo log-probabilities."""
+        return self.logits(embeddings, n_samples=n_samples, generator=generator).float()
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def tracked_scalars(self) -> Dict[str, float]:

@@ -1,11 +1,12 @@
 """Reparameterised sampling from the von Mises-Fisher distribution vMF(mu, kappa) on S^(D-1).
 
 Wood (1994) rejection sampler for the cosine w = mu^T x, an isotropic tangent direction, and a Householder
-reflection e1 -> mu, as in the original code (s-vae-pytorch, reference note §2.3), with these departures:
+reflection e1 -> mu, as in the original code (google-research/vmf_embeddings, adapted from Davidson et al.'s
+s-vae-pytorch), with these departures:
 
 * b is the exact, cancellation-free b = (d-1) / (2 kappa + sqrt(4 kappa^2 + (d-1)^2)). The original replaced b by
   (d-1)/(4 kappa) for kappa >= 11 (blended on 10..11); that breaks Wood's envelope unless kappa >> d and biases the
-  samples (note §7.1: E[mu^T x] = 0.31 instead of 0.40 at d = 128, kappa = 60). We do NOT copy that shortcut.
+  samples (measured: E[mu^T x] = 0.31 instead of 0.40 at d = 128, kappa = 60). We do NOT copy that shortcut.
 * With the exact b, a b = (d-1)(1+b)/4, so Wood's test (d-1) log t - t + delta >= log u becomes
   m (log tau - tau + 1) >= log u, m = d - 1, with tau - 1 = (1-b) s / ((1-s) + b (1+s)), s = 2 eps - 1.
   Algebraically the same test, but without the m log m - m log t cancellation (thousands at d = 512) that float32
@@ -25,7 +26,8 @@ reflection e1 -> mu, as in the original code (s-vae-pytorch, reference note §2.
 
 Gradients: to mu through the reflection; to kappa pathwise through the accepted w (through b(kappa)), as the
 original. For d != 3 this omits the rejection-correction term of Naesseth et al. (2017), so the kappa-gradient is
-biased (note §7.2; also pytorch/pytorch#147048). For d = 3 the inverse CDF is an exact reparameterisation.
+biased (noted for the same s-vae-pytorch code in pytorch/pytorch#147048). For d = 3 the inverse CDF is an exact
+reparameterisation.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The converged optimiser: minimise the largest pairwise cosine itself, not the paper's surrogate.
 
 Why not the paper's rule: it minimises the *mean* nearest-neighbour cosine with a constant step, which
-never settles on the known optima (simplex gap 1.7e-2 at K=11, D=10, note §1 [M]) and lets nearby
+never settles on the known optima (simplex gap 1.7e-2 at K=11, D=10, measured in float64) and lets nearby
 prototypes collapse (the projected repulsion vanishes as sin(theta)). Here:
 
 * objective: tau * logsumexp over all pairs of cos(p_i, p_j) / tau, a smooth upper bound of the max
@@ -13,8 +13,8 @@ prototypes collapse (the projected repulsion vanishes as sin(theta)). Here:
 * the best iterate by max cosine is returned.
 
 Measured (float64, one start, 2,000 steps): reaches the regular simplex and the cross-polytope value 0
-to ~1e-16 (e.g. K = 101/D = 100, K = 200/D = 100, where the note's gradient variants stall at
-0.03-0.06), the D = 3 Tammes optima within 4e-4, and max cos
+to ~1e-16 (e.g. K = 101/D = 100, K = 200/D = 100, where gradient descent on the paper's surrogate
+stalls at 0.03-0.06 whatever the step schedule), the D = 3 Tammes optima within 4e-4, and max cos
 0.338 / 0.184 / 0.077 at (K, D) = (100, 10) / (200, 25) / (200, 50) against the official rule's
 0.377 / 0.216 / 0.105 (scripts/bench_prototypes.py).
 """

@@ -3,9 +3,9 @@ run, as the official `prototypes-{D}d-{K}c.npy` files were, but keyed on all tha
 
 Files: `<cache_dir>/prototypes-{D}d-{K}c-{method}-seed{seed}[-{hash}].npy` (K x D float64) and a `.json`
 sidecar with the options and the placement statistics. The hash covers non-default options and the
-word-vector file's content. Loading never trusts the name (pitfall 13 of note §5 parsed D from it): shape,
-unit norm and collapse are checked, and a bad file is recomputed. Writes are atomic (temp file +
-os.replace), so concurrent runs of a sweep can share one cache.
+word-vector file's content. Loading never trusts the name (psmmettes/hpn parsed D out of it, so a renamed
+file silently built a wrong output layer): shape, unit norm and collapse are checked, and a bad file is
+recomputed. Writes are atomic (temp file + os.replace), so concurrent runs of a sweep can share one cache.
 """
 
 from __future__ import annotations

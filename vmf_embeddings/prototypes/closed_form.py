@@ -1,8 +1,8 @@
-"""Layouts whose max cosine is provably optimal (note §1 "Known optima", oracle O4).
+"""Layouts whose max cosine is provably optimal: regular simplex, cross-polytope (Rankin), circle.
 
 The converged placement uses them wherever they apply, because no gradient method reaches them
-exactly: at K = 2D every gradient variant of the note stalls near max cos 0.03-0.06, while the
-cross-polytope gives 0.
+exactly: at K = 2D gradient descent on the paper's surrogate stalls near max cos 0.03-0.06 (measured
+in float64, whatever the step schedule), while the cross-polytope gives 0.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def cross_polytope(n_classes: int, dim: int) -> np.ndarray:
 
 def circle(n_classes: int, dim: int = 2) -> np.ndarray:
     """Evenly spaced angles in the first two coordinates: max cosine cos(2 pi / K), optimal for D = 2
-    (as the hyperbolic follow-up's code does; gradient placement collapses there, note §1)."""
+    (as the code of the authors' follow-up, Hyperbolic Busemann Learning, does; gradient placement
+    collapses there because the projected repulsion vanishes as two prototypes meet)."""
     if dim < 2:
         raise ValueError("the circle layout needs D >= 2")
     angles = 2.0 * math.pi * np.arange(n_classes) / n_classes

@@ -1,8 +1,8 @@
 """Separation statistics of a prototype matrix P (K x D, unit rows) and the known optima they are
-judged against (hyperspherical prototypes note §1 and §6, oracles O1-O4).
+judged against: unit norm, no collapse, the simplex bound -1/(K-1) and the closed-form optima.
 
-Everything here is float64 NumPy: placement happens once, before training, and the oracles are
-asserted at 1e-12, which float32 cannot resolve.
+Everything here is float64 NumPy: placement happens once, before training, and the closed forms are
+checked at 1e-12 (tests/prototypes), which float32 cannot resolve.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def single_threaded(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-#: a placement whose largest pairwise cosine exceeds this is refused (note §1, O2: collapsed prototypes)
+#: a placement whose largest pairwise cosine exceeds this is refused as collapsed (the paper's rule collapses at D = 2)
 COLLAPSE_LIMIT = 0.99
 
 
@@ -68,7 +68,7 @@ def max_cosine(prototypes: np.ndarray) -> float:
 def mean_nn_cosine(prototypes: np.ndarray) -> float:
     """L_HP, the paper's surrogate: mean over prototypes of the cosine to their nearest neighbour.
 
-    The official code reports this plus 1 (it adds 1 to the product matrix, note §1).
+    The official code (psmmettes/hpn) reports this plus 1 (it adds 1 to the product matrix).
     """
     if len(prototypes) < 2:
         return -1.0
@@ -76,7 +76,7 @@ def mean_nn_cosine(prototypes: np.ndarray) -> float:
 
 
 def simplex_bound(n_classes: int) -> float:
-    """-1/(K-1): no K unit vectors do better, in max or in mean nearest-neighbour cosine (O3)."""
+    """-1/(K-1): no K unit vectors do better, in max or in mean nearest-neighbour cosine (|sum p_i|^2 >= 0)."""
     return -1.0 if n_classes < 2 else -1.0 / (n_classes - 1)
 
 
@@ -122,7 +122,7 @@ def placement_stats(prototypes: np.ndarray) -> Dict[str, float]:
 
 def check_prototypes(prototypes: np.ndarray, n_classes: int, dim: int, tolerance: float = 1e-6,
                      collapse_limit: float = COLLAPSE_LIMIT) -> None:
-    """Refuse a wrong shape, non-unit rows (O1) or collapsed prototypes (O2)."""
+    """Refuse a wrong shape, non-finite or non-unit rows, or collapsed prototypes (max cosine > collapse_limit)."""
     p = np.asarray(prototypes)
     if p.shape != (n_classes, dim):
         raise ValueError(f"prototypes have shape {p.shape}, expected ({n_classes}, {dim})")

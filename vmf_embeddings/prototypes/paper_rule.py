@@ -1,13 +1,14 @@
-"""The official placement rule, for faithful reproduction (psmmettes/hpn `prototypes.py`, note §1).
+"""The official placement rule, for faithful reproduction (github.com/psmmettes/hpn `prototypes.py`).
 
 Projected gradient descent on L_HP = mean_i max_{j != i} cos(p_i, p_j): Gaussian init seeded like the
 official script (torch.manual_seed(seed); torch.randn(K, D)), lr 0.1, 10,000 full-batch steps, rows
 renormalised after every step.
 
 The official loop re-creates its SGD(momentum=0.9) object after each projection, so the momentum
-buffer never survives a step: the update is plain projected GD. We implement that directly (pitfall 1
-of note §5); `momentum` is accepted for the record and has no effect. Arithmetic is float64 NumPy
-(the official code ran float32 torch); the note's table was measured the same way (O9).
+buffer never survives a step: the update is plain projected GD. We implement that directly (see
+docs/departures.md); `momentum` is accepted for the record and has no effect. Arithmetic is float64 NumPy
+(the official code ran float32 torch); the reference values in tests/prototypes/test_placement.py were
+measured the same way.
 """
 
 from __future__ import annotations

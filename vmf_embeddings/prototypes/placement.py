@@ -10,7 +10,7 @@ Methods (K classes, D dimensions):
   simplex, cross_polytope, circle   the closed forms themselves.
 
 Every result is logged (max cosine, mean nearest-neighbour cosine, gap to the simplex bound) and refused
-when its max cosine exceeds 0.99 (collapsed prototypes, note §1).
+when its max cosine exceeds 0.99 (collapsed prototypes: the paper's rule can drive them together, e.g. at D = 2).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
-"""Privileged information: class-name word vectors order the prototypes' similarities (note §1).
+"""Privileged information: class-name word vectors order the prototypes' similarities (Mettes et al. 2019).
 
 The paper adds a ranking term L_PI to the separation loss: for triplets (i, j, k) in which class j is
 closer to class i than class k in word space, it asks cos(p_i, p_j) to exceed cos(p_i, p_k) through
 -log(e^{c_ij} / (e^{c_ij} + e^{c_ik})) = softplus(c_ik - c_ij), averaged over triplets.
 
-Deliberate departures from the official code (note §5, issue #5): its branch stores loop counters
-instead of class ids, lists each class as its own nearest neighbour, drops the farthest class by an
-off-by-one slice, uses the linear surrogate mean(-c_pos) + mean(c_neg) instead of L_PI, and raises
-before running. Here positives are the `n_positives` nearest *other* classes in word space (the
-code's `-n`, default 2), negatives all remaining classes, and the loss is the paper's log-ratio.
+Deliberate departures from the official code (psmmettes/hpn, reported in its GitHub issue #5): its
+branch stores loop counters instead of class ids, lists each class as its own nearest neighbour, drops
+the farthest class by an off-by-one slice, uses the linear surrogate mean(-c_pos) + mean(c_neg)
+instead of L_PI, and raises before running. Here positives are the `n_positives` nearest *other*
+classes in word space (the code's `-n`, default 2), negatives all remaining classes, and the loss is
+the paper's log-ratio.
 `n_positives=None` uses every ordered pair (the full ranking; O(K^3) memory and time per step).
-The exact weighting of L_PI in the paper is unconfirmed (note §1 [U]); the code adds it with weight 1.
+The paper's weighting of L_PI could not be confirmed from its text; the official code adds it with weight 1.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class RankingPrior:
         self.n_classes = w.shape[0]
         self.weight = float(weight)
         similarity = w @ w.T
-        np.fill_diagonal(similarity, -np.inf)  # a class is never its own neighbour (code bug, note §5)
+        np.fill_diagonal(similarity, -np.inf)  # a class is never its own neighbour (the official code ranked it first)
         if n_positives is None:
             self.positives = self.negatives = None
             upper = similarity[:, :, None] > similarity[:, None, :]  # [i, j, k]: j closer to i than k

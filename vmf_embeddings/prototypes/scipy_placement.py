@@ -1,5 +1,5 @@
-"""SciPy alternatives, as the reimplementation's extension offers (note §1 "Reimplementation's placement
-options"), with its two weaknesses removed: analytic gradients instead of finite differences, and one
+"""SciPy alternatives, as the third-party HPN reimplementation (github.com/Abhishaike/HyperProtoNetReproduce)
+offers them (BFGS, SLSQP), with its two weaknesses removed: analytic gradients instead of finite differences, and one
 unit-norm constraint per prototype instead of the single aggregate sum_i |‖p_i‖ - 1| = 0.
 
 Both minimise the same annealed smooth max as `annealed` (tau * logsumexp of pairwise cosines / tau,
