@@ -152,9 +152,9 @@ def contended(run_runner, device, args, cfg, threads: int) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"device={device} method={cfg.method.name} arch={cfg.arch.name} threads={threads} cores={cores} "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} steps={args.steps}")
+    bound = f"<= {cores / (cores - 1):.2f}x" if cores > 1 else "2x (time-shared)"
     print(f"quiet: {args.steps / quiet:.1f} steps/s   beside a busy process: {args.steps / loaded:.1f} steps/s   "
-          f"slowdown: {loaded / quiet:.2f}x (a fair share of {cores} cores shared by 2 processes: "
-          f"{cores / max(cores - 0.5, 0.5):.2f}x..{2.0 if cores <= 2 else cores / (cores - 1):.2f}x)")
+          f"slowdown: {loaded / quiet:.2f}x (one of {cores} cores lost: proportional is {bound})")
 
 
 if __name__ == "__main__":

@@ -47,3 +47,24 @@ def test_unknown_option_lists_the_valid_ones(tmp_path):
     result = _main("method=softmaxx", f"runs_root={tmp_path}")
     assert result.returncode != 0
     assert "Available options in 'method'" in result.stderr and "vmf_softmax" in result.stderr
+
+
+def test_cfg_hydra_resolve_prints_the_run_dir(tmp_path):
+    result = _main("--cfg", "hydra", "--resolve")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dir: runs/<dataset>/<method>/<dim>dim/default" in result.stdout
+
+
+def test_no_module_compares_method_dataset_or_geometry_names():
+    """Runner, extraction and evaluation go through the Method interface and the geometry registry."""
+    import re
+
+    pattern = re.compile(r"""(geometry|method\.name|dataset\.name)\s*(==|!=|\bin\b)|== *["'](vmf|hyperbolic|"""
+                         r"""cosine|euclidean|sop|cub200|cars196|mnist|cifar10|cifar100)["']""")
+    offenders = []
+    for path in sorted((REPO / "vmf_embeddings").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if pattern.search(code):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

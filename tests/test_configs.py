@@ -1,4 +1,4 @@
-"""Every option of every config group composes and instantiates; the seed's commands are accepted."""
+"""Every option of every config group composes and instantiates; the vMF original's commands are accepted."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_every_dataset_config_is_complete(dataset):
     for key in REQUIRED_KEYS["dataset"]:
         assert OmegaConf.select(cfg.dataset, key) is not None, (dataset, key)
     assert cfg.dataset.loader._target_.startswith("vmf_embeddings.")
-    assert cfg.arch.params.n_classes is None  # the seed's key: null unless given, then only checked
+    assert cfg.arch.params.n_classes is None  # the original's key: null unless given, then only checked
 
 
 def test_optimizer_groups_follow_the_original():
@@ -98,7 +98,7 @@ def test_optimizer_groups_follow_the_original():
 @pytest.mark.parametrize("optimizer, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
                                             ("adamw", torch.optim.AdamW)])
 def test_optimizer_group_owns_its_kwargs(optimizer, cls):
-    """Each option takes its own keyword arguments; the seed's mode.* keys feed them in one place."""
+    """Each option takes its own keyword arguments; the original's mode.* keys feed them in one place."""
     cfg = compose_config(["method=vmf_softmax", f"optimizer={optimizer}", "mode.learning_rate=0.002",
                           "mode.weight_decay=0.01", "mode.temp_learning_rate=0.0005"])
     model = build_model(cfg)
@@ -250,7 +250,7 @@ TRAIN_COMMANDS = [c for c in SEED_COMMANDS if "mode=get_embeddings" not in c]
 
 @pytest.mark.parametrize("command", TRAIN_COMMANDS, ids=[c.split()[-1] for c in TRAIN_COMMANDS])
 def test_vmf_experiment_files_equal_the_seed_commands(command):
-    """`experiment=vmf_<dataset>` composes to exactly the config of the seed README's command, and its
+    """`experiment=vmf_<dataset>` composes to exactly the config of the original README's command, and its
     `mode=get_embeddings` form lands in the same run dir as the README's extraction command."""
     from hydra.core.hydra_config import HydraConfig
 

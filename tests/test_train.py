@@ -142,3 +142,54 @@ def test_amp_and_channels_last_path_trains(tmp_path):
     assert best > 0.5
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "NaN" not in lines[-1]
+
+
+def test_resume_refuses_a_model_change_before_writing_anything(tmp_path):
+    overrides = ["method=normalized_sce", "mode.epochs=2", "sampler.n_episodes=2", "mode.evaluate_at_end=false"]
+    _train(tmp_path, overrides)
+    saved = (tmp_path / "run" / "config.yaml").read_bytes()
+    with pytest.raises(ConfigError, match=r"arch.params.embedding_dim \(3 -> 8\).*method.params.init_temp") as info:
+        _train(tmp_path, overrides + ["resume=true", "arch.params.embedding_dim=8", "arch.params.init_temp=-1.0"])
+    assert "\n" not in str(info.value)
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == saved  # the record is untouched
+
+
+def test_resume_accepts_a_longer_schedule(tmp_path):
+    overrides = ["mode.epochs=1", "sampler.n_episodes=2", "mode.evaluate_at_end=false"]
+    _train(tmp_path, overrides)
+    _train(tmp_path, ["mode.epochs=2", "sampler.n_episodes=2", "mode.evaluate_at_end=false", "resume=true"])
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and state["step"] == 4
+    assert "epochs: 2" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_default_run_ends_with_metrics_and_a_printed_table(tmp_path, capsys):
+    _train(tmp_path, ["mode.epochs=2", "sampler.n_episodes=3"])
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "ECE" in out and str(tmp_path / "run" / "metrics.json") in out
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"accuracy", "ece", "nll", "recall@1", "map@r"} <= set(metrics["test"])
+    assert (tmp_path / "run" / "embeddings" / "test.npz").is_file()
+
+
+def test_head_hooks_run_in_order(tmp_path, monkeypatch):
+    """on_train_start once, after_step every step, on_epoch_end and fit_class_state before each validation."""
+    from vmf_embeddings.methods.softmax import UnnormalizedSoftmax
+
+    calls = []
+    monkeypatch.setattr(UnnormalizedSoftmax, "fits_class_state", True, raising=False)
+    monkeypatch.setattr(UnnormalizedSoftmax, "on_train_start", lambda self, ctx, resumed: calls.append(
+        ("start", resumed, tuple(ctx.embed_train().features.shape))), raising=False)
+    monkeypatch.setattr(UnnormalizedSoftmax, "after_step", lambda self, step: calls.append(("step", step)),
+                        raising=False)
+    monkeypatch.setattr(UnnormalizedSoftmax, "on_epoch_end", lambda self, epoch: calls.append(("end", epoch)),
+                        raising=False)
+    monkeypatch.setattr(UnnormalizedSoftmax, "fit_class_state", lambda self, train: calls.append(
+        ("fit", len(train.labels))), raising=False)
+    _train(tmp_path, ["mode.epochs=2", "sampler.n_episodes=2", "mode.evaluate_at_end=false",
+                      "mode.extract_at_end=false"])
+    n_train = calls[0][2][0]
+    assert calls == [("start", False, (n_train, 3)), ("step", 0), ("step", 1), ("end", 0), ("fit", n_train),
+                     ("step", 2), ("step", 3), ("end", 1), ("fit", n_train)]

@@ -3,7 +3,7 @@
 The original put method facts on the backbone (`arch.params.use_vmf=True arch.params.learn_temp=True
 arch.params.init_temp=-2.773 arch.params.kappa_confidence=0.7 arch.params.n_classes=83`). Here a
 backbone option holds backbone keys only; conf/config.yaml declares these five keys as null, so the
-seed's commands still parse, and `apply_legacy_keys` maps the ones given:
+original's commands still parse, and `apply_legacy_keys` maps the ones given:
 
 - `init_temp`, `learn_temp`, `kappa_confidence` -> `method.params.<key>` (refused if the method has no such
   parameter, e.g. `learn_temp` on a method without temperature);

@@ -60,16 +60,23 @@ def run_name(name: Optional[str], overrides: Iterable[str], multirun: bool) -> s
     return f"{name}/{derived}" if name else derived
 
 
+def _part(value, placeholder: str) -> str:
+    """A path component; a placeholder where the key is absent (`--cfg hydra` prints the hydra node alone)."""
+    return placeholder if value is None else str(value)
+
+
 def run_dir_for(run_dir, runs_root, dataset, method, dim, name, overrides, hydra_mode="RUN") -> str:
     if run_dir:
         return str(run_dir)
-    return f"{runs_root}/{dataset}/{method}/{dim}dim/{run_name(name, overrides, hydra_mode == 'MULTIRUN')}"
+    path = f"{_part(dataset, '<dataset>')}/{_part(method, '<method>')}/{_part(dim, '<dim>')}dim"
+    return f"{runs_root}/{path}/{run_name(name, overrides, hydra_mode == 'MULTIRUN')}"
 
 
 def sweep_subdir_for(run_dir, dataset, method, dim, name, overrides) -> str:
     if run_dir:
         raise ValueError("run_dir=... names one run; it cannot be combined with -m (multirun)")
-    return f"{dataset}/{method}/{dim}dim/{run_name(name, overrides, True)}"
+    path = f"{_part(dataset, '<dataset>')}/{_part(method, '<method>')}/{_part(dim, '<dim>')}dim"
+    return f"{path}/{run_name(name, overrides, True)}"
 
 
 def register_resolvers() -> None:

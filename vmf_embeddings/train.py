@@ -258,6 +258,11 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     write_run_config(cfg, run_dir)
     last_path, best_path = checkpoint.checkpoint_paths(run_dir)
     progress_ = restore(run, resume_state) if resume_state is not None else Progress()
+    mode = cfg.mode
+    if progress_.finished and progress_.epoch < int(mode.epochs) and (
+            progress_.epoch - 1 - progress_.best_epoch < int(mode.patience)):
+        log.info("extending the finished run in %s to mode.epochs=%d", run_dir, int(mode.epochs))
+        progress_.finished = False
     if progress_.finished:
         log.info("run in %s already finished (best %.4f at epoch %d)", run_dir, progress_.best_metric,
                  progress_.best_epoch)
@@ -268,7 +273,6 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     context = TrainContext(run.model, run.train_source, run.plain_train_source, HOOK_BATCH, run.amp)
     run.model.head.on_train_start(context, resumed=resume_state is not None)
 
-    mode = cfg.mode
     tracker = Tracker(run_dir)
     try:
         for epoch in range(progress_.epoch, int(mode.epochs)):

@@ -1,4 +1,4 @@
-"""vMF Monte-Carlo classification and sampled retrieval (vMF note oracles 8 and 12)."""
+"""vMF Monte-Carlo classification and sampled retrieval (the kappa -> infinity limit, seeded draws)."""
 
 import numpy as np
 import pytest

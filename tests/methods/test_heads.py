@@ -145,3 +145,17 @@ def test_riemannian_gradient_rescales_by_inverse_metric():
     x.sum().backward()
     scale = (1 - c * x.detach().pow(2).sum()) ** 2 / 4
     torch.testing.assert_close(with_fix, u.grad * scale)
+
+
+def test_poincare_distance_reaches_the_far_side_of_the_projected_ball():
+    """Two antipodal points at the projection limit are 4 artanh(1 - 1e-3)/sqrt(c) ~ 15.2/sqrt(c) apart; an
+    artanh clamp at 1 - 1e-5 used to cap every distance at 12.2/sqrt(c)."""
+    from vmf_embeddings.eval.geometry import poincare_distance as mobius_form
+
+    for c in (1.0, 0.05, 1e-5):
+        u = torch.tensor([[1e6, 0.0, 0.0], [-1e6, 0.0, 0.0], [3.0, -1.0, 0.5]], dtype=torch.float64) / math.sqrt(c)
+        x = project(expmap0(u, c), c)
+        d = poincare_distance(x[:, None], x[None], c)
+        expected = 4 * math.atanh(1 - 1e-3) / math.sqrt(c)
+        assert float(d[0, 1]) == pytest.approx(expected, rel=1e-6) and expected * math.sqrt(c) > 15.1
+        np.testing.assert_allclose(d.numpy(), mobius_form(x.numpy(), x.numpy(), c), rtol=1e-6, atol=1e-6)

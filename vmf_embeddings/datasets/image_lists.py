@@ -45,9 +45,13 @@ _DATASETS: Dict[str, Tuple[Callable[[Path], Optional[ImageTable]], str, int]] = 
 }
 
 
+#: datasets whose training pool is the official train list (SOP's Ebay_train), not the first half of the classes
+POOL_FROM_TRAIN_LIST = {"sop"}
+
+
 def pool_mask(name: str, table: ImageTable) -> np.ndarray:
     """Images of the training pool: the first half of the class ids (Cars, CUB) or Ebay_train (SOP)."""
-    if name == "sop":
+    if name in POOL_FROM_TRAIN_LIST:
         return ~table.is_test
     n_classes = int(table.labels.max()) + 1
     return table.labels < n_classes // 2

@@ -35,20 +35,25 @@ def _finish() -> list:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+#: per-dataset augmentation of the vMF code: resize to a square first?, RandomResizedCrop aspect ratios,
+#: ColorJitter (brightness, contrast, saturation, hue) or None
+DML_RECIPES = {
+    "cars196": {"square": True, "crop_ratio": (1.0, 1.0), "jitter": (0.3, 0.3, 0.3, 0.1)},
+    "cub200": {"square": False, "crop_ratio": (3 / 4, 4 / 3), "jitter": (0.25, 0.25, 0.25, 0.0)},
+    "sop": {"square": True, "crop_ratio": (3 / 4, 4 / 3), "jitter": None},
+}
+
+
 def dml_transforms(dataset: str, image_size: int = 224) -> Tuple[T.Compose, T.Compose]:
     """(train, eval) pipelines of the vMF code (google-research/vmf_embeddings) for 'cars196' | 'cub200' | 'sop'.
 
     Cars and SOP resize to a square first; CUB resizes the short side. Cars crops at a 1:1 ratio.
     """
     big = _resize_size(image_size)
-    square = dataset in ("cars196", "sop")
-    resize = T.Resize((big, big)) if square else T.Resize(big)
-    ratio = (1.0, 1.0) if dataset == "cars196" else (3 / 4, 4 / 3)
-    jitter = {
-        "cars196": [T.ColorJitter(0.3, 0.3, 0.3, 0.1)],
-        "cub200": [T.ColorJitter(0.25, 0.25, 0.25, 0.0)],
-        "sop": [],
-    }[dataset]
+    recipe = DML_RECIPES[dataset]
+    resize = T.Resize((big, big)) if recipe["square"] else T.Resize(big)
+    ratio = recipe["crop_ratio"]
+    jitter = [T.ColorJitter(*recipe["jitter"])] if recipe["jitter"] else []
     train = T.Compose(
         [ToRGB(), resize, *jitter, T.RandomResizedCrop(image_size, scale=(0.16, 1.0), ratio=ratio),
          T.RandomHorizontalFlip(), *_finish()]

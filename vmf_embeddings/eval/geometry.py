@@ -40,7 +40,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit norm; an all-zero row stays zero instead of becoming NaN.
 
     Plain float32 arithmetic on purpose: it is what a user hands PML (`x / np.linalg.norm(x, ...)`),
-    so the normalised inputs, and hence the neighbours, are bit-identical to that oracle's.
+    so the normalised inputs, and hence the neighbours, are bit-identical to PML's.
     """
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)

@@ -103,7 +103,7 @@ def clustering_scores(x: np.ndarray, labels: np.ndarray, seed: int = 1234, niter
     """NMI and AMI of k-means (k = #labels) against the labels, as PML computes them.
 
     faiss.Kmeans(d, k, niter=20) with faiss' default seed 1234 is PML's clustering; NMI is only
-    comparable across runs at a fixed k-means implementation and seed (reference note §1.3).
+    comparable across runs at a fixed k-means implementation and seed.
     Falls back to sklearn KMeans when faiss is missing (then values differ from PML's).
     """
     from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score

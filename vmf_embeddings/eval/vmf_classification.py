@@ -1,9 +1,9 @@
-"""vMF predictions by Monte Carlo, as the paper's code makes them (vMF note §2.4 and §5).
+"""vMF predictions by Monte Carlo, as the paper's code (google-research/vmf_embeddings) makes them.
 
 Classification: draw S instance samples z~_is ~ vMF(mu_z, kappa_z) (mu = z/|z|, kappa = |z|) and, for
 every (i, s), a fresh class sample w~_isc ~ vMF(mu_c, kappa_c) (from the class weights: kappa_c = |w_c|);
 logits_isc = beta <z~_is, w~_isc> with beta = 1/T; p(c|x) = (1/S) sum_s softmax_c(logits_is).
-As kappa -> infinity this is cosine softmax with the same beta (vMF note oracle 8).
+As kappa -> infinity this is cosine softmax with the same beta (a limit the tests check).
 
 Retrieval: per draw s, exact cosine kNN among the sampled unit vectors; Recall@1 = mean over queries
 of the strict-majority vote of the S per-draw hits (an S/2 : S/2 split counts as a miss, like the
