@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test: every method trains a few steps on the bundled digits, extracts embeddings and is
-# evaluated; then a 2-job multirun. Installs nothing, downloads nothing, CPU-capable, exits non-zero
+# evaluated (one command), is re-extracted with mode=get_embeddings and re-evaluated; then a 2-job multirun. Installs nothing, downloads nothing, CPU-capable, exits non-zero
 # on any failure. Runs go to a temporary runs root (kept with KEEP_RUNS=1).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,23 +14,21 @@ METHODS=(unnormalized_sce normalized_sce arcface hyperbolic_sce vmf_softmax hpn)
 start=$SECONDS
 
 for method in "${METHODS[@]}"; do
-  echo "== $method: train, extract"
+  echo "== $method: train + extract + evaluate, then re-extract"
   python -m vmf_embeddings.main method="$method" "${TRAIN[@]}" "${COMMON[@]}"
-  python -m vmf_embeddings.main method="$method" mode=get_embeddings "${COMMON[@]}"
+  python -m vmf_embeddings.main method="$method" "${TRAIN[@]}" mode=get_embeddings "${COMMON[@]}"
 done
 
 for method in hpn_regression hpn_joint; do
-  echo "== $method on digits_regression (train + extract in one process)"
-  python -m vmf_embeddings.main method="$method" dataset=digits_regression mode.extract_at_end=true \
-    "${TRAIN[@]}" "${COMMON[@]}"
+  echo "== $method on digits_regression"
+  python -m vmf_embeddings.main method="$method" dataset=digits_regression "${TRAIN[@]}" "${COMMON[@]}"
 done
 
-echo "== evaluate every run"
+echo "== re-evaluate every run"
 python scripts/evaluate.py "$ROOT/digits" "$ROOT/digits_regression"
 
-echo "== 2-job multirun (a learning-rate sweep), each job extracts at the end"
-python -m vmf_embeddings.main -m method=normalized_sce mode.learning_rate=0.1,0.5 mode.extract_at_end=true \
-  "${TRAIN[@]}" "${COMMON[@]}"
+echo "== 2-job multirun (a learning-rate sweep), each job extracts and evaluates at the end"
+python -m vmf_embeddings.main -m method=normalized_sce mode.learning_rate=0.1,0.5 "${TRAIN[@]}" "${COMMON[@]}"
 jobs=$(find "$ROOT/digits/normalized_sce" -name best.pt | wc -l)
 [[ "$jobs" -eq 3 ]] || { echo "expected 3 normalized_sce runs (1 + 2 sweep jobs), found $jobs" >&2; exit 1; }
 python scripts/evaluate.py "$ROOT/digits/normalized_sce"

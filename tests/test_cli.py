@@ -20,16 +20,18 @@ def _main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def test_multirun_gives_every_job_its_own_run_dir(tmp_path):
     result = _main(
         "-m", "method=normalized_sce", "mode.learning_rate=0.1,0.5", "mode.epochs=1", "sampler.n_episodes=2",
-        "mode.extract_at_end=true", f"runs_root={tmp_path}", "device=cpu", "num_workers=0", "progress_bar=false",
+        f"runs_root={tmp_path}", "device=cpu", "num_workers=0", "progress_bar=false",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     best = sorted(tmp_path.rglob("checkpoints/best.pt"))
     assert len(best) == 2 and best[0].parent != best[1].parent
+    # the job names the README's sweep example shows
+    assert {c.parents[1].name for c in best} == {"mode.learning_rate:0.1", "mode.learning_rate:0.5"}
     for checkpoint in best:
         run_dir = checkpoint.parents[1]
         assert run_dir.parent == tmp_path / "digits" / "normalized_sce" / "3dim"
         assert (run_dir / "embeddings" / "test.npz").is_file() and (run_dir / ".hydra_train").is_dir()
-        assert (run_dir / "main.train.log").is_file()
+        assert (run_dir / "main.train.log").is_file() and (run_dir / "metrics.json").is_file()
 
 
 def test_user_errors_are_one_line_on_stderr(tmp_path):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Tuple, Union
 
 import numpy as np
 import torch
 
 from vmf_embeddings.errors import CheckpointError
+from vmf_embeddings.runtime import rng_state, set_rng_state
 
 PathLike = Union[str, Path]
 
@@ -53,3 +55,45 @@ def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict
         raise CheckpointError(f"no checkpoint at {path}: train this run first (mode=train with the same overrides)")
     # Our own files: they hold RNG states and numpy arrays, so the restricted unpickler is not enough.
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+@dataclass
+class Progress:
+    """Where a training run stands; saved in last.pt beside the components' states."""
+
+    epoch: int = 0  # next epoch to run
+    step: int = 0  # optimiser steps taken so far
+    best_metric: float = -float("inf")
+    best_epoch: int = -1
+    finished: bool = False
+
+
+def training_state(model, optimizer, scheduler, sampler, augment_generator_state, progress: Progress,
+                   epoch: int) -> dict:
+    """Everything last.pt holds to resume bit-for-bit after `epoch`."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "sampler": sampler.state_dict(),
+        "augment_rng": augment_generator_state,
+        "rng": rng_state(),
+        "epoch": epoch,
+        "step": progress.step,
+        "best_metric": progress.best_metric,
+        "best_epoch": progress.best_epoch,
+        "finished": progress.finished,
+    }
+
+
+def restore_training_state(state: dict, model, optimizer, scheduler, sampler, set_augment_generator_state) -> Progress:
+    """Load a last.pt into the components; returns where to continue."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    set_augment_generator_state(state["augment_rng"])
+    set_rng_state(state["rng"])
+    return Progress(epoch=int(state["epoch"]) + 1, step=int(state.get("step", 0)),
+                    best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
+                    finished=bool(state.get("finished", False)))

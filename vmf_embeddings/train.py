@@ -12,7 +12,6 @@ The loop never looks at method names: a head's data-dependent state goes through
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from vmf_embeddings import checkpoint
+from vmf_embeddings.checkpoint import Progress
 from vmf_embeddings.build import (
     EmbeddingModel,
     build_data,
@@ -35,7 +35,7 @@ from vmf_embeddings.datasets.base import DataSplits
 from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split, head_outputs
 from vmf_embeddings.errors import NonFiniteLossError
 from vmf_embeddings.resume import prepare_run_dir, write_run_config
-from vmf_embeddings.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from vmf_embeddings.runtime import resolve_device, seed_everything
 from vmf_embeddings.tracking import Tracker, progress
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,6 @@ class Run:
     steps_per_epoch: int
 
 
-@dataclass
-class Progress:
-    """Where the run stands; saved in last.pt."""
-
-    epoch: int = 0  # next epoch to run
-    step: int = 0  # optimiser steps taken so far
-    best_metric: float = -math.inf
-    best_epoch: int = -1
-    finished: bool = False
-
-
 # -- building ---------------------------------------------------------------------------------------
 
 def build_run(cfg: DictConfig, run_dir: Path) -> Run:
@@ -106,38 +95,14 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
 
 def restore(run: Run, state: dict) -> Progress:
     """Load a last.pt into the run's components; returns where to continue."""
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.sampler.load_state_dict(state["sampler"])
-    run.train_source.set_generator_state(state["augment_rng"])
-    set_rng_state(state["rng"])
-    return Progress(
-        epoch=int(state["epoch"]) + 1,
-        step=int(state.get("step", 0)),
-        best_metric=float(state["best_metric"]),
-        best_epoch=int(state["best_epoch"]),
-        finished=bool(state.get("finished", False)),
-    )
+    return checkpoint.restore_training_state(state, run.model, run.optimizer, run.scheduler, run.sampler,
+                                             run.train_source.set_generator_state)
 
 
 def save_last(run: Run, progress_: Progress, epoch: int) -> None:
-    checkpoint.save_atomic(
-        {
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "sampler": run.sampler.state_dict(),
-            "augment_rng": run.train_source.generator_state(),
-            "rng": rng_state(),
-            "epoch": epoch,
-            "step": progress_.step,
-            "best_metric": progress_.best_metric,
-            "best_epoch": progress_.best_epoch,
-            "finished": progress_.finished,
-        },
-        checkpoint.checkpoint_paths(run.run_dir)[0],
-    )
+    state = checkpoint.training_state(run.model, run.optimizer, run.scheduler, run.sampler,
+                                      run.train_source.generator_state(), progress_, epoch)
+    checkpoint.save_atomic(state, checkpoint.checkpoint_paths(run.run_dir)[0])
 
 
 # -- one epoch --------------------------------------------------------------------------------------

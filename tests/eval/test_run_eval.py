@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from vmf_embeddings.eval.classification import classification_metrics, log_probs_from_logits
-from vmf_embeddings.eval.report import aggregate, config_identity, flatten
+from vmf_embeddings.config_keys import flatten
+from vmf_embeddings.eval.report import aggregate, config_identity
 from vmf_embeddings.eval.retrieval import retrieval_metrics
 from vmf_embeddings.eval.run_dir import RunDirError
 from vmf_embeddings.eval.run_eval import evaluate_run

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from tests.conftest import FAST, compose_config
 from vmf_embeddings.build import build_model, build_optimizer, build_scheduler

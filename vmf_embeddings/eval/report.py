@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from vmf_embeddings.config_keys import flatten, is_infrastructure, is_seed  # noqa: F401 (flatten: re-exported)
+from vmf_embeddings.config_keys import is_infrastructure, is_seed
 
 #: metrics shown first (in this order) when present; others follow alphabetically
 METRIC_ORDER = (
