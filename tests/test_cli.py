@@ -25,8 +25,8 @@ def test_multirun_gives_every_job_its_own_run_dir(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     best = sorted(tmp_path.rglob("checkpoints/best.pt"))
     assert len(best) == 2 and best[0].parent != best[1].parent
-    # the job names the README's sweep example shows
-    assert {c.parents[1].name for c in best} == {"mode.learning_rate:0.1", "mode.learning_rate:0.5"}
+    names = {c.parents[1].name for c in best}
+    assert names == {f"mode.epochs:1+mode.learning_rate:{lr}+sampler.n_episodes:2" for lr in (0.1, 0.5)}
     for checkpoint in best:
         run_dir = checkpoint.parents[1]
         assert run_dir.parent == tmp_path / "digits" / "normalized_sce" / "3dim"

@@ -47,3 +47,8 @@ def test_multirun_jobs_get_distinct_names_even_with_a_name():
     assert len(names) == 2
     named = {run_name("sweep", job, multirun=True) for job in jobs}
     assert len(named) == 2 and all(n.startswith("sweep/") for n in named)
+
+
+def test_readme_sweep_example_job_names():
+    """README: `-m method=normalized_sce,arcface mode.learning_rate=0.1,0.5` -> .../arcface/3dim/mode.learning_rate:0.1"""
+    assert run_name(None, ["method=arcface", "mode.learning_rate=0.1"], multirun=True) == "mode.learning_rate:0.1"
