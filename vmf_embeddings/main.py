@@ -62,7 +62,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
 
         run_dir.mkdir(parents=True, exist_ok=True)
         log.info("run dir %s\n%s", run_dir, OmegaConf.to_yaml(cfg, resolve=True))
-        return train(cfg, run_dir)
+        progress = train(cfg, run_dir)
+        if progress.finished:
+            finish(cfg, run_dir)
+        return progress.best_metric
     from vmf_embeddings.extract import extract
 
     ignored = training_only(overrides)
@@ -70,6 +73,25 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
         log.info("mode=get_embeddings ignores the training-only keys %s", ", ".join(ignored))
     extract(cfg, run_dir)
     return None
+
+
+def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
+    """Extract and evaluate a finished run as `mode.extract_at_end` / `mode.evaluate_at_end` ask; print the
+    test metrics and where metrics.json is."""
+    mode = cfg.mode
+    if not (mode.extract_at_end or mode.evaluate_at_end):
+        return None
+    from vmf_embeddings.extract import extract
+
+    extract(cfg, run_dir)
+    if not mode.evaluate_at_end:
+        return None
+    from vmf_embeddings.eval.run_eval import evaluate_run
+    from vmf_embeddings.eval.summary import print_summary
+
+    result = evaluate_run(run_dir)
+    print_summary(result, Path(run_dir) / "metrics.json")
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

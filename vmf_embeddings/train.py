@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -210,12 +210,9 @@ def run_epoch(run: Run, epoch: int, progress_: Progress) -> Tuple[Dict[str, floa
 
 # -- the whole run ----------------------------------------------------------------------------------
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train until `mode.epochs` or early stopping; returns the best validation metric (for sweepers).
-
-    When training finishes, `mode.extract_at_end` writes the embeddings and `mode.evaluate_at_end`
-    computes every metric into metrics.json and prints the test table.
-    """
+def train(cfg: DictConfig, run_dir: Path) -> Progress:
+    """Train until `mode.epochs` or early stopping; returns where the run ended (best validation metric,
+    whether it finished). `vmf_embeddings.main` then extracts and evaluates a finished run."""
     run_dir = Path(run_dir)
     seed_everything(int(cfg.seed), bool(cfg.deterministic))
     resume_state = prepare_run_dir(cfg, run_dir)  # checks everything before anything is written
@@ -231,7 +228,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     if progress_.finished:
         log.info("run in %s already finished (best %.4f at epoch %d)", run_dir, progress_.best_metric,
                  progress_.best_epoch)
-        return progress_.best_metric
+        return progress_
     if resume_state is not None:
         log.info("resuming %s at epoch %d (best %.4f at epoch %d)", run_dir, progress_.epoch,
                  progress_.best_metric, progress_.best_epoch)
@@ -267,24 +264,4 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         tracker.close()
     log.info("best validation metric %.4f at epoch %d; checkpoint %s", progress_.best_metric,
              progress_.best_epoch, best_path)
-    if progress_.finished:
-        finish(cfg, run_dir)
-    return progress_.best_metric
-
-
-def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
-    """Extract and evaluate a finished run as `mode.extract_at_end` / `mode.evaluate_at_end` ask."""
-    mode = cfg.mode
-    if not (mode.get("extract_at_end", False) or mode.get("evaluate_at_end", False)):
-        return None
-    from vmf_embeddings.extract import extract
-
-    extract(cfg, run_dir)
-    if not mode.get("evaluate_at_end", False):
-        return None
-    from vmf_embeddings.eval.run_eval import evaluate_run
-    from vmf_embeddings.eval.summary import print_summary
-
-    result = evaluate_run(run_dir)
-    print_summary(result, Path(run_dir) / "metrics.json")
-    return result
+    return progress_
