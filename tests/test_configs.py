@@ -267,3 +267,23 @@ def test_vmf_experiment_files_equal_the_seed_commands(command):
         return OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
 
     assert run_dir([f"experiment=vmf_{dataset}", "mode=get_embeddings"]) == run_dir(shlex.split(extract_command))
+
+
+HPN_EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("hpn_*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", HPN_EXPERIMENTS)
+def test_hpn_experiment_files_keep_the_official_settings(experiment):
+    """SGD lr 0.01 (OmniArt joint and the lr0.001 year row: 0.001), momentum 0.9 without Nesterov, weight decay
+    1e-4, 250 epochs with x0.1 at 100 and 200, seed 100, summed loss, the paper's placement rule."""
+    cfg = compose_config([f"experiment={experiment}"])
+    validate(cfg)
+    lr = 0.001 if ("joint" in experiment or experiment.endswith("lr0.001")) else 0.01
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.nesterov) == (lr, 0.9, False)
+    assert cfg.optimizer.weight_decay == 0.0001 and cfg.mode.epochs == 250 and cfg.seed == 100
+    assert list(cfg.scheduler.milestones) == [100, 200] and cfg.scheduler.gamma == 0.1
+    assert cfg.method.params.loss_reduction == "sum"
+    if "placement" in cfg.method.params:
+        assert cfg.method.params.placement == "paper"
+    dim = int(experiment.rsplit("_d", 1)[1]) if "_d" in experiment else (47 if "joint" in experiment else 2)
+    assert cfg.arch.params.embedding_dim == dim
