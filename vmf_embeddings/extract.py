@@ -13,6 +13,7 @@ Monte-Carlo prediction drawn `eval.vmf_samples` times, seeded by `eval.seed`), `
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Dict
 
@@ -114,7 +115,9 @@ def _write_projector(run_dir: Path, arrays: Dict[str, np.ndarray], max_points: i
     except ImportError:
         log.warning("tensorboard is not installed: skipping the embedding projector")
         return
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard" / "projector"))
+    log_dir = run_dir / "tensorboard" / "projector"
+    shutil.rmtree(log_dir, ignore_errors=True)  # a re-extraction replaces the projector data, not appends to it
+    writer = SummaryWriter(log_dir=str(log_dir))
     count = min(max_points, arrays["embeddings"].shape[0])
     writer.add_embedding(
         torch.from_numpy(arrays["embeddings"][:count]),

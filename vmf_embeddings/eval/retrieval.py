@@ -113,7 +113,9 @@ def clustering_scores(x: np.ndarray, labels: np.ndarray, seed: int = 1234, niter
     try:
         import faiss  # type: ignore
 
-        km = faiss.Kmeans(x.shape[1], n_clusters, niter=niter, seed=seed)
+        # min_points_per_centroid only gates faiss' "please provide at least ..." warning on small sets;
+        # the clustering (and so NMI / AMI) is PML's either way.
+        km = faiss.Kmeans(x.shape[1], n_clusters, niter=niter, seed=seed, min_points_per_centroid=1)
         km.train(x)
         assign = km.index.search(x, 1)[1][:, 0]
     except ImportError:  # pragma: no cover
