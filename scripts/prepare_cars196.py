@@ -6,18 +6,17 @@ and writes ROOT/train.txt, val.txt, test.txt (`path,label`, 0-based class id) wi
 classes 1-98 -> 83 train + 15 validation classes, classes 99-196 -> test. The loader reads the
 extracted archive directly; the lists are for inspection and for code that wants them.
 The historical Stanford URLs may be gone: pass --url or --archive with a copy obtained elsewhere.
+Each file is checked against the md5 published for it (`vmf_embeddings.datasets.prepare.ARCHIVES`,
+looked up by file name), before use and again when it is already on disk; --no-verify skips the check.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vmf_embeddings.datasets.prepare import parser, run  # noqa: E402  (stdlib-only imports)
+from vmf_embeddings.datasets.prepare import default_urls, parser, run  # noqa: E402  (stdlib-only imports)
 
-URLS = [
-    "http://ai.stanford.edu/~jkrause/car196/car_ims.tgz",
-    "http://ai.stanford.edu/~jkrause/car196/cars_annos.mat",
-]
+URLS = default_urls("cars196")  # car_ims.tgz, cars_annos.mat (URLs, sizes and digests: prepare.ARCHIVES)
 
 
 def main() -> int:

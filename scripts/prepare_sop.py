@@ -6,15 +6,17 @@ ROOT/Stanford_Online_Products/), and writes ROOT/train.txt, val.txt, test.txt (`
 class id) with the vMF protocol: Ebay_train classes -> 9,620 train + 1,698 validation classes,
 Ebay_test -> test (11,316 classes). The loader reads Ebay_train.txt/Ebay_test.txt directly.
 The historical Stanford FTP URL may be gone: pass --url or --archive with a copy obtained elsewhere.
+The archive is checked against its published size, SHA-256 and md5 (`vmf_embeddings.datasets.prepare.ARCHIVES`)
+after download and again when it is already on disk; --no-verify skips the check.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vmf_embeddings.datasets.prepare import parser, run  # noqa: E402  (stdlib-only imports)
+from vmf_embeddings.datasets.prepare import default_urls, parser, run  # noqa: E402  (stdlib-only imports)
 
-URLS = ["ftp://cs.stanford.edu/cs/cvgl/Stanford_Online_Products.zip"]
+URLS = default_urls("sop")  # Stanford_Online_Products.zip (URL, size and digests: prepare.ARCHIVES)
 
 
 def main() -> int:

@@ -1,8 +1,14 @@
-"""The only caller of `hydra.utils.instantiate`: datasets, model, sampler, optimizer and scheduler."""
+"""The only caller of `hydra.utils.instantiate`: datasets, model, sampler, optimizer and scheduler.
+
+Every `_target_` is checked against an allowlist before anything is instantiated: this package, torch and
+torchvision, plus the module prefixes the *current command* adds with `allowed_targets=[my_pkg.]`. A run
+dir's saved config.yaml cannot extend the list (extraction passes the command's list, not the file's), so
+a crafted config file cannot make the runner import and call arbitrary code.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from hydra.errors import InstantiationException
@@ -13,6 +19,37 @@ from torch import nn
 from vmf_embeddings.datasets.base import DataSplits
 from vmf_embeddings.errors import ConfigError, UserError
 from vmf_embeddings.methods.base import Method
+
+
+#: `_target_` prefixes instantiated without being asked for
+ALLOWED_TARGETS = ("vmf_embeddings.", "torch.", "torchvision.")
+
+
+def _targets(node: Any, path: str = "") -> Iterable[tuple]:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                yield here, str(value)
+            else:
+                yield from _targets(value, here)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{path}[{i}]")
+
+
+def check_targets(node: Any, extra: Optional[Sequence[str]] = None, where: str = "the config") -> None:
+    """Refuse any `_target_` outside ALLOWED_TARGETS + `extra` (one line naming the key and the fix)."""
+    allowed = ALLOWED_TARGETS + tuple(str(p) for p in (extra or ()))
+    for key, target in _targets(node):
+        if not target.startswith(allowed):
+            prefix = target.rsplit(".", 1)[0] + "."
+            raise ConfigError(
+                f"{key}={target} in {where} is not an allowed _target_ (allowed: {', '.join(allowed)}); if you "
+                f"trust that module, pass allowed_targets=[{prefix}]"
+            )
 
 
 def instantiate(config, *args, **kwargs):
@@ -42,7 +79,13 @@ class EmbeddingModel(nn.Module):
         return self.backbone(x)
 
 
-def build_data(cfg: DictConfig) -> DataSplits:
+def _allowed(cfg: DictConfig, allowed: Optional[Sequence[str]]) -> Sequence[str]:
+    return list(allowed) if allowed is not None else list(cfg.get("allowed_targets") or [])
+
+
+def build_data(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> DataSplits:
+    """The dataset's splits. `allowed`: extra `_target_` prefixes (default: the config's own `allowed_targets`)."""
+    check_targets(cfg.dataset.loader, _allowed(cfg, allowed), "dataset.loader")
     data = instantiate(cfg.dataset.loader)
     if data.n_train_classes != cfg.dataset.n_train_classes:
         raise ConfigError(
@@ -52,7 +95,9 @@ def build_data(cfg: DictConfig) -> DataSplits:
     return data
 
 
-def build_model(cfg: DictConfig) -> EmbeddingModel:
+def build_model(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> EmbeddingModel:
+    check_targets(cfg.arch.backbone, _allowed(cfg, allowed), "arch.backbone")
+    check_targets(cfg.method.head, _allowed(cfg, allowed), "method.head")
     backbone = instantiate(cfg.arch.backbone)
     head = instantiate(cfg.method.head)
     return EmbeddingModel(backbone, head)
@@ -60,6 +105,9 @@ def build_model(cfg: DictConfig) -> EmbeddingModel:
 
 def _instantiate_option(node: DictConfig, **kwargs):
     """Instantiate a group option whose `_target_` sits at its top level beside its `name` (not a kwarg)."""
+    root = node._get_root() if isinstance(node, DictConfig) else None
+    check_targets(node, list((root.get("allowed_targets") if root is not None else None) or []),
+                  f"the {node._key() if isinstance(node, DictConfig) else 'option'} option")
     option = OmegaConf.to_container(node, resolve=True)
     option.pop("name", None)
     return instantiate(option, **kwargs)

@@ -1,20 +1,38 @@
-"""Atomic checkpoints: a crash or Ctrl-C at any moment leaves the previous file intact."""
+"""Checkpoints: atomic writes, loading without running code, and the training state they hold.
+
+- Writes go to a temporary file beside the target, are fsynced, then `os.replace`d onto it: a crash,
+  SIGKILL or Ctrl-C at any moment leaves the previous file intact. Temporary files a killed process
+  left behind are removed when the next launch is accepted (`remove_orphans`).
+- Loading uses `torch.load(weights_only=True)`: a checkpoint can only hold tensors and plain Python
+  values, so a crafted file cannot run code. RNG, sampler and scheduler states are stored as tensors
+  and plain types for that reason (`to_plain`).
+- Every checkpoint carries `format`; a file of another format, a truncated file or a foreign one is
+  refused in one line naming the file and the choices.
+"""
 
 from __future__ import annotations
 
+import collections
 import os
+import pickle
+import random
 import tempfile
-from pathlib import Path
+import time
+import zipfile
 from dataclasses import dataclass
-from typing import Any, Tuple, Union
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from vmf_embeddings.errors import CheckpointError
-from vmf_embeddings.runtime import rng_state, set_rng_state
 
 PathLike = Union[str, Path]
+#: version of what last.pt / best.pt hold; bump when their layout changes
+FORMAT = 2
+#: fault injection for tests: seconds to sleep inside every checkpoint write, before the rename
+WRITE_DELAY_ENV = "VMF_CHECKPOINT_WRITE_DELAY"
 
 
 def checkpoint_paths(run_dir: PathLike) -> Tuple[Path, Path]:
@@ -32,6 +50,9 @@ def atomic_write(path: Path, write) -> None:
             write(tmp_file)
             tmp_file.flush()
             os.fsync(tmp_file.fileno())
+        delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+        if delay > 0:
+            time.sleep(delay)
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -39,9 +60,21 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def remove_orphans(directory: PathLike) -> int:
+    """Delete the `.<name>.*.tmp` files interrupted writes left in `directory`; returns how many."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for orphan in directory.glob(".*.tmp"):
+        orphan.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def save_atomic(obj: Any, path: PathLike) -> None:
-    """torch.save to a temporary file in the same directory, fsync, then os.replace onto `path`."""
-    atomic_write(Path(path), lambda f: torch.save(obj, f))
+    """torch.save of `{**obj, "format": FORMAT}` with the atomic rename."""
+    atomic_write(Path(path), lambda f: torch.save({**obj, "format": FORMAT}, f))
 
 
 def savez_atomic(path: PathLike, **arrays: np.ndarray) -> None:
@@ -49,51 +82,145 @@ def savez_atomic(path: PathLike, **arrays: np.ndarray) -> None:
     atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
+def _choices(path: Path) -> str:
+    if path.name == "last.pt":
+        return ("resume from the best checkpoint with resume=true resume_from=best, or start again with "
+                "overwrite=true")
+    return "start again with overwrite=true (or extract from mode.checkpoint=last)"
+
+
 def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:
+    """A checkpoint written by `save_atomic`, loaded without running code; one-line CheckpointError otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train this run first (mode=train with the same overrides)")
-    # Our own files: they hold RNG states and numpy arrays, so the restricted unpickler is not enough.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else "not a plain checkpoint"
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this runner (it holds objects that are refused for safety: {reason}); "
+            f"{_choices(path)}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({type(error).__name__}); {_choices(path)}"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of this runner (no model weights); {_choices(path)}")
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state.get('format')!r}, this version reads format {FORMAT}; "
+            f"{_choices(path)}"
+        )
+    return state
 
+
+# -- plain, weights-only-loadable states ----------------------------------------------------------------
+
+def to_plain(value: Any) -> Any:
+    """Tensors, numbers, strings, lists, tuples and dicts only (numpy arrays -> tensors, Counter -> dict)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, collections.Counter):
+        return {"__counter__": {int(k) if isinstance(k, (int, np.integer)) else k: v for k, v in value.items()}}
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_plain(v) for v in value)
+    return value
+
+
+def from_plain(value: Any) -> Any:
+    """Inverse of `to_plain` for the structures that need it (Counter)."""
+    if isinstance(value, dict):
+        if set(value) == {"__counter__"}:
+            return collections.Counter(value["__counter__"])
+        return {k: from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_plain(v) for v in value]
+    return value
+
+
+def rng_state() -> dict:
+    """Every global RNG state, as tensors and plain types."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- the training state of last.pt ------------------------------------------------------------------------
 
 @dataclass
 class Progress:
     """Where a training run stands; saved in last.pt beside the components' states."""
 
-    epoch: int = 0  # next epoch to run
+    epoch: int = 0  # epoch to run next (or to continue, when epoch_step > 0)
     step: int = 0  # optimiser steps taken so far
     best_metric: float = -float("inf")
     best_epoch: int = -1
     finished: bool = False
+    epoch_step: int = 0  # steps already taken in `epoch` (an interrupted epoch)
+    epoch_loss: float = 0.0  # their summed loss
 
 
-def training_state(model, optimizer, scheduler, sampler, augment_generator_state, progress: Progress,
-                   epoch: int) -> dict:
-    """Everything last.pt holds to resume bit-for-bit after `epoch`."""
+def training_state(model, optimizer, scheduler, sampler_state: dict, augment_generator_state,
+                   progress: Progress) -> dict:
+    """Everything last.pt holds to resume bit-for-bit at `progress` (an epoch boundary or inside an epoch:
+    then `sampler_state` is the sampler's state at the start of that epoch)."""
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "sampler": sampler.state_dict(),
+        "scheduler": to_plain(scheduler.state_dict()),
+        "sampler": to_plain(sampler_state),
         "augment_rng": augment_generator_state,
         "rng": rng_state(),
-        "epoch": epoch,
+        "epoch": progress.epoch - 1,  # the last completed epoch (-1: none)
+        "epoch_step": progress.epoch_step,
+        "epoch_loss": float(progress.epoch_loss),
         "step": progress.step,
-        "best_metric": progress.best_metric,
+        "best_metric": float(progress.best_metric),
         "best_epoch": progress.best_epoch,
         "finished": progress.finished,
     }
 
 
-def restore_training_state(state: dict, model, optimizer, scheduler, sampler, set_augment_generator_state) -> Progress:
+def restore_training_state(state: dict, model, optimizer, scheduler, sampler,
+                           set_augment_generator_state) -> Progress:
     """Load a last.pt into the components; returns where to continue."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    sampler.load_state_dict(state["sampler"])
+    scheduler.load_state_dict(from_plain(state["scheduler"]))
+    sampler.load_state_dict(from_plain(state["sampler"]))
     set_augment_generator_state(state["augment_rng"])
     set_rng_state(state["rng"])
-    return Progress(epoch=int(state["epoch"]) + 1, step=int(state.get("step", 0)),
-                    best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
-                    finished=bool(state.get("finished", False)))
+    return Progress(epoch=int(state["epoch"]) + 1, step=int(state["step"]), best_metric=float(state["best_metric"]),
+                    best_epoch=int(state["best_epoch"]), finished=bool(state["finished"]),
+                    epoch_step=int(state.get("epoch_step", 0)), epoch_loss=float(state.get("epoch_loss", 0.0)))
+
+
+def weights_from(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[dict, Optional[int]]:
+    """(model weights, epoch) of a checkpoint (best.pt or last.pt)."""
+    state = load(path, map_location)
+    return state["model"], state.get("epoch")

@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 INFRA_KEYS = frozenset({
     "name", "runs_root", "run_dir", "device", "num_workers", "amp", "channels_last", "deterministic",
-    "progress_bar", "resume", "overwrite", "threads",
+    "progress_bar", "resume", "overwrite", "threads", "resume_from", "allowed_targets",
     # lifecycle and extraction settings of the mode group
     "mode", "mode.name", "mode.extract_at_end", "mode.evaluate_at_end", "mode.checkpoint", "mode.splits",
     "mode.batch_size", "mode.projector", "mode.projector_max_points",

@@ -59,8 +59,10 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
         )
     device = resolve_device(cfg.device)
     amp = bool(cfg.amp)
-    data = build_data(train_cfg)
-    model = build_model(train_cfg).to(device)
+    # The saved config names the targets to build; only the current command's allowlist applies.
+    allowed = list(cfg.get("allowed_targets") or [])
+    data = build_data(train_cfg, allowed)
+    model = build_model(train_cfg, allowed).to(device)
     state = checkpoint.load(path, map_location=device)
     model.load_state_dict(state["model"])
     model.eval()

@@ -21,10 +21,12 @@ from typing import Dict, Iterable, Optional  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from vmf_embeddings.errors import UserError  # noqa: E402
 from vmf_embeddings.rundir import register_resolvers  # noqa: E402
+from vmf_embeddings.sweep import JobFailed  # noqa: E402
 from vmf_embeddings.validate import validate  # noqa: E402
 
 log = logging.getLogger("vmf_embeddings")
@@ -62,7 +64,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
 
         run_dir.mkdir(parents=True, exist_ok=True)
         log.info("run dir %s\n%s", run_dir, OmegaConf.to_yaml(cfg, resolve=True))
-        progress = train(cfg, run_dir)
+        progress = train(cfg, run_dir, overrides)
         if progress.finished:
             finish(cfg, run_dir)
         return progress.best_metric
@@ -103,7 +105,10 @@ def main(cfg: DictConfig) -> Optional[float]:
     except UserError as error:
         # One line, no traceback: the message names the key or file and the fix.
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # Only this job fails: the sweep goes on, and vmf_embeddings.sweep reports the failures at its end.
+            raise JobFailed(str(error)) from None
+        sys.exit(getattr(error, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,14 @@ REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
 }
 
 
+#: every key of the mode group (conf/mode/train.yaml); an unknown `+mode.<key>` is a typo, refused
+MODE_KEYS = frozenset({
+    "name", "learning_rate", "temp_learning_rate", "momentum", "nesterov", "weight_decay", "epochs", "patience",
+    "max_steps_per_epoch", "extract_at_end", "evaluate_at_end", "checkpoint", "splits", "batch_size", "projector",
+    "projector_max_points",
+})
+
+
 @dataclass
 class EvalOptions:
     """Evaluation options: `eval.<key>=...` on the command line, `--set key=value` for scripts/evaluate.py."""

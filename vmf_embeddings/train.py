@@ -11,11 +11,15 @@ The loop never looks at method names: a head's data-dependent state goes through
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
+import signal
+import threading
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -33,8 +37,16 @@ from vmf_embeddings.build import (
 from vmf_embeddings.data_source import Batch, BatchSource
 from vmf_embeddings.datasets.base import DataSplits
 from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split, head_outputs
-from vmf_embeddings.errors import NonFiniteLossError
-from vmf_embeddings.resume import prepare_run_dir, write_run_config
+from vmf_embeddings.errors import ConfigError, NonFiniteLossError, UserError
+from vmf_embeddings.resume import (
+    Launch,
+    RunLock,
+    confine_run_dir,
+    discard_staging,
+    prepare_run_dir,
+    promote,
+    write_records,
+)
 from vmf_embeddings.runtime import resolve_device, seed_everything
 from vmf_embeddings.tracking import Tracker, progress
 
@@ -84,6 +96,10 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     train_source = BatchSource(data.train, data, device, data.train_augment, workers, channels_last, seed)
     plain_train_source = BatchSource(data.train, data, device, "none", workers, channels_last)
     val_source = BatchSource(data.val, data, device, "none", workers, channels_last)
+    n_train_classes = int(torch.unique(data.train.labels).numel())
+    if int(cfg.sampler.get("n_classes", 1)) > n_train_classes:
+        raise ConfigError(f"sampler.n_classes={cfg.sampler.n_classes} but the training split of {cfg.dataset.name} "
+                          f"has {n_train_classes} classes; set sampler.n_classes <= {n_train_classes}")
     sampler = build_sampler(cfg, data.train.labels, seed)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
@@ -94,15 +110,79 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
 
 
 def restore(run: Run, state: dict) -> Progress:
-    """Load a last.pt into the run's components; returns where to continue."""
+    """Load a checkpoint into the run's components; returns where to continue.
+
+    A best.pt (resume_from=best) holds weights only: the optimiser, schedule and sampler start afresh
+    after its epoch.
+    """
+    if "optimizer" not in state:
+        run.model.load_state_dict(state["model"])
+        epoch = int(state.get("epoch", -1))
+        return Progress(epoch=epoch + 1, best_metric=float(state.get("metric", -math.inf)), best_epoch=epoch)
     return checkpoint.restore_training_state(state, run.model, run.optimizer, run.scheduler, run.sampler,
                                              run.train_source.set_generator_state)
 
 
-def save_last(run: Run, progress_: Progress, epoch: int) -> None:
-    state = checkpoint.training_state(run.model, run.optimizer, run.scheduler, run.sampler,
-                                      run.train_source.generator_state(), progress_, epoch)
+#: scheduler state keys that track progress (kept on resume); every other key comes from the new config
+SCHEDULER_PROGRESS_KEYS = {"last_epoch", "_step_count", "_last_lr", "best", "num_bad_epochs", "cooldown_counter",
+                           "_get_lr_called_within_step", "_is_initial"}
+
+
+def apply_new_settings(run: Run, fresh_groups: list, fresh_scheduler: dict) -> None:
+    """A resume with changed optimiser or schedule settings: the restored optimiser and scheduler take
+    the new hyper-parameters (learning rates, momentum, weight decay, milestones...), keeping their
+    progress (momentum buffers, step counts, plateau counters)."""
+    for group, fresh in zip(run.optimizer.param_groups, fresh_groups):
+        group.update({k: v for k, v in fresh.items() if k != "params"})
+    state = run.scheduler.state_dict()
+    state.update({k: v for k, v in fresh_scheduler.items() if k not in SCHEDULER_PROGRESS_KEYS})
+    run.scheduler.load_state_dict(state)
+
+
+def save_last(run: Run, progress_: Progress, sampler_state: dict) -> None:
+    state = checkpoint.training_state(run.model, run.optimizer, run.scheduler, sampler_state,
+                                      run.train_source.generator_state(), progress_)
     checkpoint.save_atomic(state, checkpoint.checkpoint_paths(run.run_dir)[0])
+
+
+class StopRequest:
+    """SIGTERM / SIGINT set a flag the hot loop reads after each step (a plain bool: no sync)."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._previous: dict = {}
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+class SkipFirst:
+    """A batch sampler without its first `skip` batches (continuing an interrupted epoch)."""
+
+    def __init__(self, sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, int(skip)
+
+    def __iter__(self):
+        return islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
 
 
 # -- one epoch --------------------------------------------------------------------------------------
@@ -113,15 +193,18 @@ def train_epoch(
     batches: Iterable[Batch],
     amp: bool = False,
     first_step: int = 0,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    stop: Optional[StopRequest] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """The hot loop: one optimiser step per batch, with no host-device sync.
 
-    Returns (sum of finite losses, index of the first non-finite step or -1), both still on the device;
-    the caller reads them once per epoch.
+    Returns (sum of finite losses, index of the first non-finite step or -1, steps taken); the first two
+    are still on the device and the caller reads them once per epoch. A stop request ends the loop
+    after the current step.
     """
     head = model.head
     loss_sum = None
     first_bad_step = None
+    taken = 0
     for step, (x, y, t) in enumerate(batches):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             embeddings = model(x)
@@ -137,9 +220,12 @@ def train_epoch(
         bad_here = (first_bad_step < 0) & ~torch.isfinite(detached)
         first_bad_step = torch.where(bad_here, torch.full_like(first_bad_step, step), first_bad_step)
         loss_sum += torch.nan_to_num(detached, nan=0.0, posinf=0.0, neginf=0.0)
+        taken = step + 1
+        if stop:
+            break
     if loss_sum is None:
-        return torch.zeros(()), torch.full((), -1, dtype=torch.long)
-    return loss_sum, first_bad_step
+        return torch.zeros(()), torch.full((), -1, dtype=torch.long), 0
+    return loss_sum, first_bad_step, taken
 
 
 def fit_class_state(model: EmbeddingModel, plain_train: BatchSource, amp: bool = False) -> None:
@@ -177,28 +263,48 @@ def validation_metrics(
     return metrics, -metrics["val/mae"]
 
 
-def run_epoch(run: Run, epoch: int, progress_: Progress) -> Tuple[Dict[str, float], float]:
-    """Train one epoch, validate; returns the epoch's scalars and the monitored validation value."""
+class Interrupted(UserError):
+    """Training stopped on SIGTERM / SIGINT after saving last.pt; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+def run_epoch(run: Run, epoch: int, progress_: Progress, stop: StopRequest) -> Optional[Tuple[Dict[str, float], float]]:
+    """Train one epoch (or what is left of an interrupted one), validate; returns the epoch's scalars and the
+    monitored validation value, or None when a stop request ended the epoch early (last.pt then holds the
+    partial epoch)."""
     model, head, cfg = run.model, run.model.head, run.cfg
+    sampler_at_start = copy.deepcopy(run.sampler.state_dict())
+    skip = progress_.epoch_step
     head.on_epoch_start(epoch)
     model.train()
-    batches = islice(run.train_source.batches(run.sampler), run.steps_per_epoch)
-    batches = progress(batches, run.steps_per_epoch, f"epoch {epoch}", bool(cfg.progress_bar))
-    loss_sum, first_bad_step = train_epoch(model, run.optimizer, batches, run.amp, progress_.step)
+    remaining = run.steps_per_epoch - skip
+    index_batches = SkipFirst(run.sampler, skip) if skip else run.sampler
+    batches = islice(run.train_source.batches(index_batches), remaining)
+    batches = progress(batches, remaining, f"epoch {epoch}", bool(cfg.progress_bar))
+    loss_sum, first_bad_step, taken = train_epoch(model, run.optimizer, batches, run.amp, progress_.step, stop)
     bad_step = int(first_bad_step)  # the epoch's one host-device sync
     if bad_step >= 0:
         last_path = checkpoint.checkpoint_paths(run.run_dir)[0]
         lr = run.optimizer.param_groups[0]["lr"]
         raise NonFiniteLossError(
-            f"loss became NaN/inf at epoch {epoch}, step {bad_step}; the last good checkpoint is kept at "
+            f"loss became NaN/inf at epoch {epoch}, step {skip + bad_step}; the last good checkpoint is kept at "
             f"{last_path}; lower mode.learning_rate (the optimiser's is now {lr:g}) or check the data"
         )
-    progress_.step += run.steps_per_epoch
+    progress_.step += taken
+    epoch_loss = progress_.epoch_loss + float(loss_sum)
+    if stop and skip + taken < run.steps_per_epoch:
+        progress_.epoch_step, progress_.epoch_loss = skip + taken, epoch_loss
+        save_last(run, progress_, sampler_at_start)
+        return None
+    progress_.epoch_step, progress_.epoch_loss = 0, 0.0
     head.on_epoch_end(epoch)
     fit_class_state(model, run.plain_train_source, run.amp)
     val = embed_split(model, run.val_source, int(cfg.eval.batch_size), run.amp)
     val_scalars, monitored = validation_metrics(model, val, run.data.open_set, cfg)
-    scalars = {"train/loss": float(loss_sum) / max(run.steps_per_epoch, 1), **val_scalars}
+    scalars = {"train/loss": epoch_loss / max(run.steps_per_epoch, 1), **val_scalars}
     scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
     scalars["train/lr"] = run.optimizer.param_groups[0]["lr"]
     if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -210,58 +316,99 @@ def run_epoch(run: Run, epoch: int, progress_: Progress) -> Tuple[Dict[str, floa
 
 # -- the whole run ----------------------------------------------------------------------------------
 
-def train(cfg: DictConfig, run_dir: Path) -> Progress:
+def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = ()) -> Progress:
     """Train until `mode.epochs` or early stopping; returns where the run ended (best validation metric,
-    whether it finished). `vmf_embeddings.main` then extracts and evaluates a finished run."""
+    whether it finished). `vmf_embeddings.main` then extracts and evaluates a finished run.
+
+    Nothing is written into the run dir before the launch is accepted (vmf_embeddings.resume). SIGTERM
+    and SIGINT finish the current step, save last.pt and raise `Interrupted`.
+    """
     run_dir = Path(run_dir)
+    confine_run_dir(cfg, run_dir)
+    with RunLock(run_dir):
+        launch = prepare_run_dir(cfg, run_dir)
+        try:
+            return _train(cfg, launch, overrides)
+        finally:
+            discard_staging(launch)
+
+
+def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progress:
     seed_everything(int(cfg.seed), bool(cfg.deterministic))
-    resume_state = prepare_run_dir(cfg, run_dir)  # checks everything before anything is written
-    run = build_run(cfg, run_dir)
-    write_run_config(cfg, run_dir)
-    last_path, best_path = checkpoint.checkpoint_paths(run_dir)
-    progress_ = restore(run, resume_state) if resume_state is not None else Progress()
+    run = build_run(cfg, launch.work_dir)
+    fresh_groups = [dict(g) for g in run.optimizer.param_groups]
+    fresh_scheduler = run.scheduler.state_dict()
+    write_records(cfg, launch, overrides)
+    resumed = launch.resume_state is not None
+    progress_ = restore(run, launch.resume_state) if resumed else Progress()
+    if resumed and launch.changes:
+        apply_new_settings(run, fresh_groups, fresh_scheduler)
+        log.info("resume applies %s", ", ".join(f"{k}: {o} -> {n}" for k, (o, n) in launch.changes.items()))
     mode = cfg.mode
     if progress_.finished and progress_.epoch < int(mode.epochs) and (
             progress_.epoch - 1 - progress_.best_epoch < int(mode.patience)):
-        log.info("extending the finished run in %s to mode.epochs=%d", run_dir, int(mode.epochs))
+        log.info("extending the finished run in %s to mode.epochs=%d", launch.run_dir, int(mode.epochs))
         progress_.finished = False
     if progress_.finished:
-        log.info("run in %s already finished (best %.4f at epoch %d)", run_dir, progress_.best_metric,
+        log.info("run in %s already finished (best %.4f at epoch %d)", launch.run_dir, progress_.best_metric,
                  progress_.best_epoch)
         return progress_
-    if resume_state is not None:
-        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", run_dir, progress_.epoch,
-                 progress_.best_metric, progress_.best_epoch)
+    if resumed:
+        log.info("resuming %s at epoch %d%s (best %.4f at epoch %d)", launch.run_dir, progress_.epoch,
+                 f", step {progress_.epoch_step}" if progress_.epoch_step else "", progress_.best_metric,
+                 progress_.best_epoch)
     context = TrainContext(run.model, run.train_source, run.plain_train_source, HOOK_BATCH, run.amp)
-    run.model.head.on_train_start(context, resumed=resume_state is not None)
+    run.model.head.on_train_start(context, resumed=resumed)
 
-    tracker = Tracker(run_dir)
+    tracker = Tracker(launch.work_dir)
+    stop = StopRequest().install()
     try:
         for epoch in range(progress_.epoch, int(mode.epochs)):
-            scalars, monitored = run_epoch(run, epoch, progress_)
+            result = run_epoch(run, epoch, progress_, stop)
+            if result is None:
+                _stopped(stop, run, progress_, launch, epoch)
+            scalars, monitored = result
             improved = monitored > progress_.best_metric
             if improved:
                 progress_.best_metric, progress_.best_epoch = monitored, epoch
                 checkpoint.save_atomic(
                     {"model": run.model.state_dict(), "epoch": epoch, "metric": monitored, "scalars": scalars},
-                    best_path,
+                    checkpoint.checkpoint_paths(run.run_dir)[1],
                 )
+            progress_.epoch = epoch + 1
             progress_.finished = (epoch - progress_.best_epoch >= int(mode.patience)
                                   or epoch + 1 >= int(mode.epochs))
-            save_last(run, progress_, epoch)
+            save_last(run, progress_, run.sampler.state_dict())
+            if launch.staged:  # the new run has its first checkpoint: it replaces the old one now
+                tracker.close()
+                promote(launch)
+                run.run_dir = launch.run_dir
+                tracker = Tracker(launch.run_dir)
             tracker.log(epoch, scalars)
             log.info("epoch %d  %s%s", epoch, "  ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
                      "  (best)" if improved else "")
             _after_epoch(epoch)
+            if stop:
+                _stopped(stop, run, progress_, launch, epoch + 1)
             if progress_.finished:
                 if epoch + 1 < int(mode.epochs):
                     log.info("early stop: no improvement for %d epochs", int(mode.patience))
                 break
-    except KeyboardInterrupt:
-        log.warning("interrupted; the last good checkpoint is %s; continue with resume=true", last_path)
-        raise
     finally:
+        stop.uninstall()
         tracker.close()
     log.info("best validation metric %.4f at epoch %d; checkpoint %s", progress_.best_metric,
-             progress_.best_epoch, best_path)
+             progress_.best_epoch, checkpoint.checkpoint_paths(launch.run_dir)[1])
     return progress_
+
+
+def _stopped(stop: StopRequest, run: Run, progress_: Progress, launch: Launch, epoch: int) -> None:
+    name = signal.Signals(stop.signal).name
+    where = f"epoch {epoch}, step {progress_.epoch_step}" if progress_.epoch_step else f"the end of epoch {epoch - 1}"
+    if launch.staged:
+        raise Interrupted(f"interrupted by {name} before the new run's first checkpoint; the old run in "
+                          f"{launch.run_dir} is untouched; start again with overwrite=true", stop.signal)
+    raise Interrupted(
+        f"interrupted by {name} at {where}; saved {checkpoint.checkpoint_paths(run.run_dir)[0]}; continue with "
+        f"the same command and resume=true", stop.signal
+    )

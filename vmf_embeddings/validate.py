@@ -3,15 +3,52 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.legacy import apply_legacy_keys
-from vmf_embeddings.schema import check_required_keys
+from vmf_embeddings.schema import MODE_KEYS, check_required_keys
 
 MODES = ("train", "get_embeddings")
+SPLITS = ("train", "val", "test")
+#: sampler keys that count things: positive integers when present
+SAMPLER_COUNTS = ("n_episodes", "n_classes", "n_samples", "batch_size")
+
+
+def integer(cfg: DictConfig, key: str, minimum: int, allow_none: bool = False) -> Optional[int]:
+    """cfg[key] (dotted) as an int >= minimum, else a one-line ConfigError naming the key."""
+    value: Any = _select(cfg, key)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}") from None
+    if not math.isfinite(number) or number != int(number) or number < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+    return int(number)
+
+
+def number(cfg: DictConfig, key: str, minimum: float = 0.0) -> float:
+    """cfg[key] as a finite float >= minimum, else a one-line ConfigError."""
+    value = _select(cfg, key)
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} must be a finite number >= {minimum:g}") from None
+    if isinstance(value, bool) or not math.isfinite(result) or result < minimum:
+        raise ConfigError(f"{key}={value!r} must be a finite number >= {minimum:g}")
+    return result
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, key, default=None)
 
 
 def validate(cfg: DictConfig, choices: Optional[Dict[str, str]] = None) -> None:
@@ -23,21 +60,33 @@ def validate(cfg: DictConfig, choices: Optional[Dict[str, str]] = None) -> None:
     check_required_keys(cfg, choices)
     if cfg.mode.name not in MODES:
         raise ConfigError(f"mode.name={cfg.mode.name!r} is not one of {MODES}")
+    unknown = sorted(set(cfg.mode) - MODE_KEYS)
+    if unknown:
+        raise ConfigError(f"mode.{unknown[0]} is not a mode key (a typo?); the mode keys are {', '.join(sorted(MODE_KEYS))}")
     apply_legacy_keys(cfg)
-    dim = int(cfg.arch.params.embedding_dim)
-    if dim < 1:
-        raise ConfigError(f"arch.params.embedding_dim={dim} must be a positive integer")
+    dim = integer(cfg, "arch.params.embedding_dim", 1)
     if cfg.method.get("uses_vmf", False) and dim < 2:
         raise ConfigError(
             f"arch.params.embedding_dim={dim}: vmf_softmax needs embedding_dim >= 2 (a vMF on S^(d-1))"
         )
+    integer(cfg, "seed", 0)
+    if str(cfg.get("resume_from", "last")) not in ("last", "best"):
+        raise ConfigError(f"resume_from={cfg.resume_from!r} must be last or best")
+    mode = cfg.mode
+    if mode.checkpoint not in ("best", "last"):
+        raise ConfigError(f"mode.checkpoint={mode.checkpoint!r} must be best or last")
+    bad_splits = [s for s in mode.splits if s not in SPLITS]
+    if bad_splits:
+        raise ConfigError(f"mode.splits names {bad_splits[0]!r}; choose from {', '.join(SPLITS)}")
+    integer(cfg, "mode.batch_size", 1)
     if cfg.mode.name == "train":
-        mode = cfg.mode
         for key in ("learning_rate", "temp_learning_rate", "momentum", "weight_decay"):
-            value = float(mode[key])
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"mode.{key}={mode[key]} must be a finite number >= 0")
-        if int(mode.epochs) < 1:
-            raise ConfigError(f"mode.epochs={mode.epochs} must be >= 1")
+            number(cfg, f"mode.{key}")
+        integer(cfg, "mode.epochs", 1)
+        integer(cfg, "mode.patience", 0)
+        integer(cfg, "mode.max_steps_per_epoch", 1, allow_none=True)
+        for key in SAMPLER_COUNTS:
+            if key in cfg.sampler:
+                integer(cfg, f"sampler.{key}", 1)
         if cfg.resume and cfg.overwrite:
             raise ConfigError("resume=true and overwrite=true contradict each other; pick one")

@@ -21,7 +21,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_user_method_dataset_and_backbone_run_end_to_end(tmp_path):
-    common = [f"hydra.searchpath=[file://{EXTENSION_CONF}]", "method=toy_ncm", "dataset=toy_blobs", "arch=toy_mlp",
+    common = [f"hydra.searchpath=[file://{EXTENSION_CONF}]", "allowed_targets=[tests.extension.]", "method=toy_ncm", "dataset=toy_blobs", "arch=toy_mlp",
+              "sampler.n_classes=4",
               f"runs_root={tmp_path}", "device=cpu", "progress_bar=false", "num_workers=0"]
     trained = _cli("-m", "vmf_embeddings.main", *common, "mode.evaluate_at_end=false", "mode.extract_at_end=false")
     assert trained.returncode == 0, trained.stderr[-3000:]
