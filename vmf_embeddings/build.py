@@ -40,15 +40,15 @@ def _targets(node: Any, path: str = "") -> Iterable[tuple]:
             yield from _targets(value, f"{path}[{i}]")
 
 
-def check_targets(node: Any, extra: Optional[Sequence[str]] = None, where: str = "the config") -> None:
+def check_targets(node: Any, extra: Optional[Sequence[str]] = None, where: str = "") -> None:
     """Refuse any `_target_` outside ALLOWED_TARGETS + `extra` (one line naming the key and the fix)."""
     allowed = ALLOWED_TARGETS + tuple(str(p) for p in (extra or ()))
     for key, target in _targets(node):
         if not target.startswith(allowed):
             prefix = target.rsplit(".", 1)[0] + "."
             raise ConfigError(
-                f"{key}={target} in {where} is not an allowed _target_ (allowed: {', '.join(allowed)}); if you "
-                f"trust that module, pass allowed_targets=[{prefix}]"
+                f"{where + '.' if where else ''}{key}={target} is not an allowed _target_ (allowed: "
+                f"{', '.join(allowed)}); if you trust that module, pass allowed_targets=[{prefix}]"
             )
 
 
@@ -61,9 +61,10 @@ def instantiate(config, *args, **kwargs):
         cause = error.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, (ValueError, TypeError)):
+        if isinstance(cause, (ValueError, TypeError, IndexError, KeyError)):
             key = getattr(config, "_target_", None) or (config.get("_target_") if isinstance(config, dict) else "")
-            raise ConfigError(f"building {key}: {cause}") from None
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise ConfigError(f"building {key}: {reason}") from None
         raise
 
 
@@ -107,7 +108,7 @@ def _instantiate_option(node: DictConfig, **kwargs):
     """Instantiate a group option whose `_target_` sits at its top level beside its `name` (not a kwarg)."""
     root = node._get_root() if isinstance(node, DictConfig) else None
     check_targets(node, list((root.get("allowed_targets") if root is not None else None) or []),
-                  f"the {node._key() if isinstance(node, DictConfig) else 'option'} option")
+                  str(node._key()) if isinstance(node, DictConfig) else "")
     option = OmegaConf.to_container(node, resolve=True)
     option.pop("name", None)
     return instantiate(option, **kwargs)
@@ -140,7 +141,13 @@ def parameter_groups(model: EmbeddingModel, cfg: DictConfig) -> List[Dict]:
 def build_optimizer(cfg: DictConfig, model: EmbeddingModel) -> torch.optim.Optimizer:
     """The `optimizer` group's factory over `parameter_groups`; the temperature group gets no momentum
     (as the original) when the optimiser has momentum at all."""
-    optimizer = _instantiate_option(cfg.optimizer)(parameter_groups(model, cfg))
+    factory = _instantiate_option(cfg.optimizer, _convert_="all")
+    try:
+        optimizer = factory(parameter_groups(model, cfg))
+    except (ValueError, TypeError, IndexError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"optimizer={cfg.optimizer.get('name', '?')} rejects its settings ({reason}); check the "
+                          f"optimizer.* and mode.* keys") from None
     for group in optimizer.param_groups:
         if group.get("name") == "temperature" and "momentum" in group:
             group["momentum"], group["nesterov"] = 0.0, False

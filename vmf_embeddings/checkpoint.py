@@ -94,13 +94,14 @@ def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train this run first (mode=train with the same overrides)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is truncated or corrupt (not a torch checkpoint archive); {_choices(path)}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else "not a plain checkpoint"
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path} is not a checkpoint of this runner (it holds objects that are refused for safety: {reason}); "
-            f"{_choices(path)}"
+            f"{path} is not a checkpoint of this runner: it holds objects other than tensors and plain values, "
+            f"which are refused for safety (nothing in it was run); {_choices(path)}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         raise CheckpointError(

@@ -24,9 +24,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from vmf_embeddings.errors import UserError  # noqa: E402
-from vmf_embeddings.rundir import register_resolvers  # noqa: E402
-from vmf_embeddings.sweep import JobFailed  # noqa: E402
+from vmf_embeddings.errors import ConfigError, UserError  # noqa: E402
+from vmf_embeddings.rundir import register_resolvers, unusable_root  # noqa: E402
+from vmf_embeddings.sweep import record_failure  # noqa: E402
 from vmf_embeddings.validate import validate  # noqa: E402
 
 log = logging.getLogger("vmf_embeddings")
@@ -57,6 +57,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
     from vmf_embeddings.runtime import configure_threads
 
     validate(cfg, choices)
+    problem = unusable_root(cfg.get("run_dir") or cfg.runs_root)
+    if problem:
+        raise ConfigError(f"{problem}; choose another runs_root=... (or run_dir=...)")
     configure_threads(cfg.get("threads", "auto"))
     run_dir = Path(run_dir)
     if cfg.mode.name == "train":
@@ -105,9 +108,10 @@ def main(cfg: DictConfig) -> Optional[float]:
     except UserError as error:
         # One line, no traceback: the message names the key or file and the fix.
         print(f"error: {error}", file=sys.stderr)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if hydra_cfg.mode == RunMode.MULTIRUN and not hasattr(error, "exit_code"):  # a signal stops the sweep
             # Only this job fails: the sweep goes on, and vmf_embeddings.sweep reports the failures at its end.
-            raise JobFailed(str(error)) from None
+            record_failure(hydra_cfg.job.num, hydra_cfg.overrides.task, str(error))
+            return None
         sys.exit(getattr(error, "exit_code", 2))
 
 

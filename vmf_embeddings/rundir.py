@@ -11,7 +11,10 @@ resolvers and used by `hydra.run.dir` / `hydra.sweep.subdir` in conf/config.yaml
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Iterable, Optional
 
 from omegaconf import OmegaConf
@@ -65,7 +68,26 @@ def _part(value, placeholder: str) -> str:
     return placeholder if value is None else str(value)
 
 
+def unusable_root(root) -> Optional[str]:
+    """Why `root` cannot hold run dirs (an ancestor is a file, or not writable), or None."""
+    path = Path(str(root)).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a directory" if not probe.is_dir() else "is not writable"
+        return f"{probe} {what}, so no run dir can be created under {path}"
+    return None
+
+
+#: where Hydra may create its output dir when runs_root is unusable: the runner then refuses in one line
+#: (a resolver that raised would make Hydra print a traceback instead)
+UNUSABLE_ROOT_PLACEHOLDER = Path(tempfile.gettempdir()) / "vmf_embeddings_unusable_runs_root"
+
+
 def run_dir_for(run_dir, runs_root, dataset, method, dim, name, overrides, hydra_mode="RUN") -> str:
+    if unusable_root(run_dir or runs_root):
+        return str(UNUSABLE_ROOT_PLACEHOLDER)
     if run_dir:
         return str(run_dir)
     path = f"{_part(dataset, '<dataset>')}/{_part(method, '<method>')}/{_part(dim, '<dim>')}dim"
@@ -73,6 +95,7 @@ def run_dir_for(run_dir, runs_root, dataset, method, dim, name, overrides, hydra
 
 
 def sweep_subdir_for(run_dir, dataset, method, dim, name, overrides) -> str:
+    """The job's dir below the sweep dir (runs_root), whose writability `run_dir_for`'s check covers."""
     if run_dir:
         raise ValueError("run_dir=... names one run; it cannot be combined with -m (multirun)")
     path = f"{_part(dataset, '<dataset>')}/{_part(method, '<method>')}/{_part(dim, '<dim>')}dim"

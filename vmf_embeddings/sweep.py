@@ -1,51 +1,49 @@
-"""Sweeps (`-m`): a job that fails fails alone, and the sweep ends with a report of the failed jobs.
+"""Sweeps (`-m`): a job refused by a user error fails alone, and the sweep ends with a report of the failures.
 
-`vmf_embeddings.main` turns a user error inside a multirun job into `JobFailed` (its one-line message is
-already on stderr), which Hydra records as that job's failure and moves on. `FailureReport`, a Hydra
-callback configured in conf/config.yaml, collects the failed jobs, prints one line per failure at the
-end of the sweep, writes them to `<sweep dir>/failed_jobs.txt`, and exits with status 2 if any failed.
+`vmf_embeddings.main` prints a multirun job's one-line error, records it with `record_failure` and returns,
+so Hydra goes on with the next job (raising would make Hydra's sweeper stop with a traceback after the
+batch). `FailureReport`, a Hydra callback configured in conf/config.yaml, prints one line per failed job
+when the sweep ends, writes them to `<sweep dir>/failed_jobs.txt`, and exits with status 2 if any failed.
+Jobs run by Hydra's default launcher share this process, so the record is a module-level list.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterable, List
 
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+FAILED_JOBS: List[str] = []
 
-class JobFailed(Exception):
-    """A multirun job refused by a user error (message already printed)."""
+
+def record_failure(job: int, overrides: Iterable[str], message: str) -> None:
+    FAILED_JOBS.append(f"job #{job} ({' '.join(str(o) for o in overrides)}): {message}")
 
 
 class FailureReport(Callback):
-    """Hydra callback: remember failed jobs; report them and set the exit status after the sweep."""
+    """Hydra callback: after the sweep, report the failed jobs and set the exit status."""
 
     def __init__(self) -> None:
-        self.failed: List[str] = []
         self.jobs = 0
 
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        FAILED_JOBS.clear()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         self.jobs += 1
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            if not isinstance(error, JobFailed):
-                message = f"{type(error).__name__}: {message}"
-            self.failed.append(f"job #{self.jobs - 1} ({' '.join(job_return.overrides or [])}): {message}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.failed:
+        if not FAILED_JOBS:
             return
-        lines = [f"sweep: {len(self.failed)} of {self.jobs} jobs failed"] + self.failed
+        lines = [f"sweep: {len(FAILED_JOBS)} of {self.jobs} jobs failed"] + FAILED_JOBS
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / "failed_jobs.txt").write_text("\n".join(lines) + "\n")
-        except Exception:  # noqa: BLE001 - the report on stderr is what matters
+        except OSError:  # the report on stderr is what matters
             pass
         print("\n".join(lines), file=sys.stderr)
         sys.exit(2)

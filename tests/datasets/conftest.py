@@ -15,15 +15,16 @@ import dataset_fakes  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cars_root(tmp_path_factory):
-    """Full 196-class Cars196 stand-in (2 images per class listed; a few written, one grayscale)."""
+    """Full 196-class Cars196 stand-in (2 images per class, all written: the loader checks every file; the
+    first grayscale)."""
     root = tmp_path_factory.mktemp("cars196")
-    dataset_fakes.write_cars196(root)
+    dataset_fakes.write_cars196(root, n_images=None)
     return root
 
 
 @pytest.fixture(scope="module")
 def cub_root(tmp_path_factory):
-    """Full 200-class CUB stand-in, 4 images per class, the first 3 flagged official-train."""
+    """Full 200-class CUB stand-in, 4 images per class (all written), the first 3 flagged official-train."""
     root = tmp_path_factory.mktemp("cub200")
-    dataset_fakes.write_cub200(root, per_class=4, official_train=(0, 1, 2))
+    dataset_fakes.write_cub200(root, per_class=4, n_images=None, official_train=(0, 1, 2))
     return root

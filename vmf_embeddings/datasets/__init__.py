@@ -13,6 +13,10 @@ through `files.FileSplitDataset`. Batches come from `samplers.EpisodicSampler` /
 `DataSplits.extras` may hold `original_labels` ({split: LongTensor} of the dataset's own class ids,
 for open-set datasets) and dataset-specific facts (e.g. OmniArt `year_range`).
 
+Bad data is refused while the splits are built, in one line naming the file (`DatasetInvalidError`,
+`DatasetMissingError`): `base.check_split` on every split, `files.check_image_files` for on-disk images
+(loader option `verify_files`, default true), and `FileSplitDataset` when an image fails to decode.
+
 Nothing heavy is imported here (the base names are resolved lazily), so `scripts/prepare_*.py
 --help` and `import vmf_embeddings.datasets` stay fast: torch/torchvision/sklearn load only when a
 loader or the base containers are used.
@@ -20,7 +24,8 @@ loader or the base containers are used.
 
 from typing import Any
 
-__all__ = ["DataSplits", "DatasetMissingError", "FileSplit", "Split", "TensorSplit", "missing_dataset"]
+__all__ = ["DataSplits", "DatasetInvalidError", "DatasetMissingError", "FileSplit", "Split", "TensorSplit",
+           "check_labels", "check_split", "missing_dataset"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,8 @@ Layouts read (under `dataset_path`; CUB/SOP also accept the archive's top folder
   of the full dataset, path relative to the list's folder (absolute paths are kept as they are).
 
 Labels in an `ImageTable` are the dataset's own class ids made 0-based; re-indexing to 0..K-1 per
-split happens in the loaders.
+split happens in the loaders. A class id that is not an integer, or below the format's first id (1 in
+the releases, 0 in the lists), is refused in one line naming the file (and line), never re-indexed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,37 @@ def _first_existing(root: Path, names: Tuple[str, ...]) -> Optional[Path]:
     return None
 
 
+def _invalid(message: str) -> Exception:
+    """base.DatasetInvalidError, imported only on this error path: the prepare scripts import this module
+    without torch."""
+    from .base import DatasetInvalidError
+
+    return DatasetInvalidError(message)
+
+
+def _class_id(token: str, path: Path, line_no: int, first_id: int, what: str = "class id") -> int:
+    """One class id of a text file, refused in one line (`file:line`) unless an integer >= first_id."""
+    try:
+        value = int(token)
+    except ValueError:
+        raise _invalid(f"{path}:{line_no}: {what} {token!r} is not an integer") from None
+    if value < first_id:
+        raise _invalid(f"{path}:{line_no}: {what} {value} is below {first_id} "
+                       f"({what}s in this file start at {first_id})")
+    return value
+
+
+def _mat_class_ids(values: np.ndarray, path: Path) -> np.ndarray:
+    """`class` of cars_annos.mat (1-based; MATLAB may store whole numbers as doubles) as int64."""
+    array = np.asarray(np.asarray(values).tolist())
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        array = array.astype(np.int64)
+    from .base import check_labels
+
+    check_labels(array, f"{path} (annotations.class)", first_id=1)
+    return array.astype(np.int64)
+
+
 def read_cars196(root: Path) -> Optional[ImageTable]:
     """Parse `cars_annos.mat` (None when it or `car_ims/` is absent)."""
     mat_path = root / "cars_annos.mat"
@@ -54,7 +86,7 @@ def read_cars196(root: Path) -> Optional[ImageTable]:
     mat = loadmat(str(mat_path), squeeze_me=True)
     ann = np.atleast_1d(mat["annotations"])
     paths = np.array([str(root / str(p)) for p in np.atleast_1d(ann["relative_im_path"])], dtype=object)
-    labels = np.atleast_1d(ann["class"]).astype(np.int64) - 1
+    labels = _mat_class_ids(np.atleast_1d(ann["class"]), mat_path) - 1
     is_test = np.atleast_1d(ann["test"]).astype(np.int64).astype(bool)
     names = [str(n) for n in np.atleast_1d(mat["class_names"])] if "class_names" in mat else None
     return ImageTable(paths, labels, is_test, names)
@@ -63,10 +95,26 @@ def read_cars196(root: Path) -> Optional[ImageTable]:
 def _read_id_table(path: Path) -> Dict[int, str]:
     table = {}
     with open(path) as f:
-        for line in f:
+        for line_no, line in enumerate(f, 1):
             parts = line.split(maxsplit=1)
             if len(parts) == 2:
-                table[int(parts[0])] = parts[1].strip()
+                try:
+                    key = int(parts[0])
+                except ValueError:
+                    raise _invalid(f"{path}:{line_no}: image id {parts[0]!r} is not an integer") from None
+                table[key] = parts[1].strip()
+    return table
+
+
+def _read_class_table(path: Path) -> Dict[int, int]:
+    """`id class` lines (CUB's image_class_labels.txt), class ids checked as integers >= 1."""
+    table = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) >= 2:
+                image_id = _class_id(parts[0], path, line_no, -(2**62), what="image id")
+                table[image_id] = _class_id(parts[1], path, line_no, first_id=1)
     return table
 
 
@@ -77,12 +125,18 @@ def read_cub200(root: Path) -> Optional[ImageTable]:
         return None
     base = base.parent
     images = _read_id_table(base / "images.txt")
-    classes = _read_id_table(base / "image_class_labels.txt")
+    classes = _read_class_table(base / "image_class_labels.txt")
+    unlabelled = sorted(set(images) - set(classes))
+    if unlabelled:
+        raise _invalid(
+            f"{base / 'image_class_labels.txt'}: no class for {len(unlabelled)} image id(s) of images.txt "
+            f"(first {unlabelled[0]}); replace both files with the release's"
+        )
     split_file = base / "train_test_split.txt"
     is_train = _read_id_table(split_file) if split_file.is_file() else {}
     ids = sorted(images)
     paths = np.array([str(base / "images" / images[i]) for i in ids], dtype=object)
-    labels = np.array([int(classes[i]) - 1 for i in ids], dtype=np.int64)
+    labels = np.array([classes[i] - 1 for i in ids], dtype=np.int64)
     is_test = np.array([is_train.get(i, "1") == "0" for i in ids], dtype=bool)
     names = None
     if (base / "classes.txt").is_file():
@@ -95,10 +149,10 @@ def _read_ebay(path: Path) -> Tuple[List[str], List[int]]:
     paths, labels = [], []
     with open(path) as f:
         next(f)  # header: image_id class_id super_class_id path
-        for line in f:
+        for line_no, line in enumerate(f, 2):
             parts = line.split()
             if len(parts) == 4:
-                labels.append(int(parts[1]) - 1)
+                labels.append(_class_id(parts[1], path, line_no, first_id=1) - 1)
                 paths.append(str(path.parent / parts[3]))
     return paths, labels
 
@@ -126,13 +180,15 @@ def read_lists(root: Path) -> Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]]
     for split, file in files.items():
         paths, labels = [], []
         with open(file) as f:
-            for line in f:
+            for line_no, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
                     continue
+                if "," not in line:
+                    raise _invalid(f"{file}:{line_no}: expected 'path,label', got {line[:80]!r}")
                 path, label = line.rsplit(",", 1)
                 paths.append(str(root / path))  # `root / absolute` keeps the absolute path
-                labels.append(int(label))
+                labels.append(_class_id(label.strip(), file, line_no, first_id=0))
         out[split] = (np.array(paths, dtype=object), np.array(labels, dtype=np.int64))
     return out
 

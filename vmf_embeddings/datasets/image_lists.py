@@ -15,6 +15,9 @@ dataset's own 0-based class ids are kept in `extras["original_labels"][split]`.
 
 CUB also offers HPN's closed-set classification protocol (`protocol="classification"`: official
 train/test split, all 200 classes) and its low-sample variant (`samples_per_class`).
+
+`verify_files=True` (default) opens every listed image's header at load time (`files.check_image_files`)
+and refuses missing or unreadable files in one line; `+dataset.loader.verify_files=false` skips it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 from .archives import ImageTable, read_cars196, read_cub200, read_lists, read_sop
 from .base import DataSplits, FileSplit, missing_dataset
+from .files import check_image_files
 from .splits import (VALIDATION_CLASS_SEED, reindex, reindex_to, stratified_split, subsample_per_class,
                      validation_classes)
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, dml_transforms, hpn_transforms
@@ -86,6 +90,8 @@ def _file_splits(
     open_set: bool,
     class_names: Optional[list],
     extras: dict,
+    dataset_path: str,
+    verify_files: bool,
 ) -> DataSplits:
     train_tf, eval_tf = transforms
     train_classes = np.unique(lists["train"][1])
@@ -97,7 +103,7 @@ def _file_splits(
         splits[split] = FileSplit(paths=list(paths), labels=new_labels, transform=transform)
         originals[split] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     names = [class_names[c] for c in train_classes] if class_names else None
-    return DataSplits(
+    data = DataSplits(
         name=name,
         train=splits["train"],
         val=splits["val"],
@@ -112,6 +118,9 @@ def _file_splits(
         class_names=names,
         extras={"original_labels": originals, **extras},
     )
+    if verify_files:
+        check_image_files(data, dataset_path)
+    return data
 
 
 def _subsample_train(lists: Lists, samples_per_class: Optional[int], seed: int) -> Lists:
@@ -123,7 +132,8 @@ def _subsample_train(lists: Lists, samples_per_class: Optional[int], seed: int) 
 
 
 def _load_open_set(name: str, dataset_path: str, seed: int, image_size: int, n_val_classes: Optional[int],
-                   val_class_seed: int, samples_per_class: Optional[int] = None) -> DataSplits:
+                   val_class_seed: int, samples_per_class: Optional[int] = None,
+                   verify_files: bool = True) -> DataSplits:
     root = Path(dataset_path)
     table = _DATASETS[name][0](root)
     if table is not None:
@@ -134,19 +144,21 @@ def _load_open_set(name: str, dataset_path: str, seed: int, image_size: int, n_v
             raise _missing(name, dataset_path)
     lists = _subsample_train(lists, samples_per_class, seed)
     return _file_splits(name, lists, dml_transforms(name, image_size), image_size, True, class_names,
-                        {"layout": layout})
+                        {"layout": layout}, dataset_path, verify_files)
 
 
 def load_cars196(dataset_path: str, seed: int = 1234, image_size: int = 224, n_val_classes: int = 15,
-                 val_class_seed: int = VALIDATION_CLASS_SEED) -> DataSplits:
+                 val_class_seed: int = VALIDATION_CLASS_SEED, verify_files: bool = True) -> DataSplits:
     """Cars196: 83 train / 15 val / 98 test classes (class-disjoint)."""
-    return _load_open_set("cars196", dataset_path, seed, image_size, n_val_classes, val_class_seed)
+    return _load_open_set("cars196", dataset_path, seed, image_size, n_val_classes, val_class_seed,
+                          verify_files=verify_files)
 
 
 def load_sop(dataset_path: str, seed: int = 1234, image_size: int = 224, n_val_classes: int = 1698,
-             val_class_seed: int = VALIDATION_CLASS_SEED) -> DataSplits:
+             val_class_seed: int = VALIDATION_CLASS_SEED, verify_files: bool = True) -> DataSplits:
     """Stanford Online Products: 9,620 train / 1,698 val / 11,316 test classes (class-disjoint)."""
-    return _load_open_set("sop", dataset_path, seed, image_size, n_val_classes, val_class_seed)
+    return _load_open_set("sop", dataset_path, seed, image_size, n_val_classes, val_class_seed,
+                          verify_files=verify_files)
 
 
 def load_cub200(
@@ -158,6 +170,7 @@ def load_cub200(
     n_val_classes: int = 15,
     val_class_seed: int = VALIDATION_CLASS_SEED,
     val_fraction: float = 0.1,
+    verify_files: bool = True,
 ) -> DataSplits:
     """CUB200-2011 under one of two protocols.
 
@@ -169,7 +182,7 @@ def load_cub200(
     """
     if protocol == "dml":
         return _load_open_set("cub200", dataset_path, seed, image_size, n_val_classes, val_class_seed,
-                              samples_per_class)
+                              samples_per_class, verify_files)
     if protocol != "classification":
         raise ValueError(f"cub200 protocol must be 'dml' or 'classification', got {protocol!r}")
     table = read_cub200(Path(dataset_path))
@@ -186,4 +199,4 @@ def load_cub200(
     lists = {split: (table.paths[i], table.labels[i]) for split, i in index.items()}
     lists = _subsample_train(lists, samples_per_class, seed)
     return _file_splits("cub200", lists, hpn_transforms(image_size), image_size, False, table.class_names,
-                        {"layout": "archive", "protocol": "classification"})
+                        {"layout": "archive", "protocol": "classification"}, dataset_path, verify_files)

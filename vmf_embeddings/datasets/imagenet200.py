@@ -12,7 +12,8 @@ Layout under `dataset_path` (HPN's `imagenet200/` or an extracted Tiny-ImageNet)
 Kept on disk (`FileSplit`), not in memory: decoding ~110k JPEGs single-threaded at every start
 costs minutes and 1.2 GB of host memory per run (times the parallel sweep jobs), while DataLoader
 workers decode lazily and in parallel; the HPN transforms (zero-padded random crop 64, flip) then
-run exactly as torchvision defines them.
+run exactly as torchvision defines them. `verify_files=True` (default) opens every image's header at
+load time and refuses missing or unreadable files in one line (`files.check_image_files`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .base import DataSplits, FileSplit, missing_dataset
+from .files import check_image_files
 from .splits import stratified_split
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, small_image_transforms
 
@@ -75,7 +77,7 @@ def _test_split(root: Path, class_to_idx: dict) -> Optional[Tuple[List[str], Lis
 
 
 def load_imagenet200(dataset_path: str, seed: int = 1234, image_size: int = 64, val_fraction: float = 0.1,
-                     padding: int = 4) -> DataSplits:
+                     padding: int = 4, verify_files: bool = True) -> DataSplits:
     """Closed-set 200-way classification; labels = index of the sorted wnid folders of `train/`."""
     root = Path(dataset_path)
     classes = _class_dirs(root / "train")
@@ -98,7 +100,7 @@ def load_imagenet200(dataset_path: str, seed: int = 1234, image_size: int = 64, 
         return FileSplit(paths=list(paths), labels=torch.as_tensor(np.asarray(labels), dtype=torch.int64),
                          transform=transform)
 
-    return DataSplits(
+    data = DataSplits(
         name="imagenet200",
         train=split(train_paths[keep], train_labels[keep], train_tf),
         val=split(train_paths[val], train_labels[val], eval_tf),
@@ -113,3 +115,6 @@ def load_imagenet200(dataset_path: str, seed: int = 1234, image_size: int = 64, 
         class_names=classes,
         extras={"test_source": test_source},
     )
+    if verify_files:
+        check_image_files(data, dataset_path)
+    return data

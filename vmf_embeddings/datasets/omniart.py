@@ -16,6 +16,9 @@ Departures from HPN, on purpose:
   "drop"`); HPN kept them with label -1, always counted wrong — `"keep"` restores that, but then
   label -1 must be handled by whatever consumes the test split;
 - evaluation uses a deterministic resize + center crop instead of HPN's random crop and flip.
+
+`verify_files=True` (default) opens every image's header at load time and refuses missing or unreadable
+files in one line (`files.check_image_files`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from .base import DataSplits, FileSplit, missing_dataset
+from .files import check_image_files
 from .splits import stratified_split
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, hpn_transforms
 
@@ -53,7 +57,7 @@ def _read_csv(csv_path: Path, image_dir: Path, image_ext: str) -> Tuple[List[str
 
 
 def load_omniart(dataset_path: str, seed: int = 1234, image_size: int = 224, val_fraction: float = 0.1,
-                 unseen_test_styles: str = "drop", image_ext: str = ".jpg") -> DataSplits:
+                 unseen_test_styles: str = "drop", image_ext: str = ".jpg", verify_files: bool = True) -> DataSplits:
     """Style classification + year regression; `targets` = creation year (float32, years)."""
     if unseen_test_styles not in ("drop", "keep"):
         raise ValueError(f"unseen_test_styles must be 'drop' or 'keep', got {unseen_test_styles!r}")
@@ -87,7 +91,7 @@ def load_omniart(dataset_path: str, seed: int = 1234, image_size: int = 224, val
         return FileSplit(paths=list(train_paths[index]), labels=torch.from_numpy(train_labels[index]),
                          transform=transform, targets=torch.from_numpy(train_years[index]))
 
-    return DataSplits(
+    data = DataSplits(
         name="omniart",
         train=split(keep, train_tf),
         val=split(val, eval_tf),
@@ -106,4 +110,8 @@ def load_omniart(dataset_path: str, seed: int = 1234, image_size: int = 224, val
             "rows_dropped": {"train": train_dropped, "test": test_dropped},
             "unseen_test_styles": {"count": n_unseen, "policy": unseen_test_styles},
         },
+        unseen_label=-1 if unseen_test_styles == "keep" else None,
     )
+    if verify_files:
+        check_image_files(data, dataset_path)
+    return data
