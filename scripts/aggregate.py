@@ -8,6 +8,9 @@ resolved training config minus seeds, names, paths, devices and eval options; se
 vmf_embeddings/eval/report.py). Prints a Markdown table (mean ± sample std, ddof=1) of the metrics
 matching --metrics (default 'test/*') and writes it to PREFIX.md; PREFIX.csv holds every metric of
 every split, mean and std in separate columns. Default PREFIX: DIR/aggregate.
+
+A metrics.json that cannot be read (invalid JSON, not an object, no 'meta') or a DIR that does not exist
+prints one line naming it and the fix; the others are still aggregated, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vmf_embeddings.eval.report import aggregate, csv_text, fmt, load_metrics, markdown_table  # noqa: E402
 
 
-def find_metrics(paths):
+def find_metrics(paths, errors=None):
+    """metrics.json files given or below the dirs given; a path that is neither goes to `errors` (or raises)."""
     files = []
     for p in paths:
         p = Path(p)
@@ -31,7 +35,11 @@ def find_metrics(paths):
         elif p.is_dir():
             files += sorted(p.rglob("metrics.json"))
         else:
-            raise SystemExit(f"error: {p}: no such file or directory; pass dirs holding evaluated runs")
+            problem = "not a metrics.json" if p.is_file() else "no such file or directory"
+            message = f"{p}: {problem}; pass dirs holding evaluated runs (scripts/evaluate.py writes metrics.json)"
+            if errors is None:
+                raise SystemExit(f"error: {message}")
+            errors.append(message)
     return files
 
 
@@ -42,12 +50,17 @@ def main(argv=None) -> int:
                     help="split/metric patterns for the Markdown table (default 'test/*'); the CSV has all")
     ap.add_argument("--out", type=Path, default=None, help="output prefix (default: first DIR/aggregate)")
     args = ap.parse_args(argv)
-    files = find_metrics(args.paths)
-    if not files:
+    errors = []
+    files = find_metrics(args.paths, errors)
+    if not files and not errors:
         print(f"error: no metrics.json under {', '.join(map(str, args.paths))}; run scripts/evaluate.py on them first",
               file=sys.stderr)
         return 1
-    results = load_metrics(files)
+    results = load_metrics(files, errors)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if not results:
+        return 1
     header, rows, varying = aggregate(results)
     n_fixed = 4 + len(varying)
     patterns = args.metrics or ["test/*"]
@@ -64,11 +77,17 @@ def main(argv=None) -> int:
         md_rows.append(cells)
     md = markdown_table(md_header, md_rows)
     print(md)
-    prefix = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent) / "aggregate"
-    Path(f"{prefix}.md").write_text(md + "\n")
-    Path(f"{prefix}.csv").write_text(csv_text(header, rows))
-    print(f"wrote {prefix}.md and {prefix}.csv ({len(files)} runs, {len(rows)} configurations)", file=sys.stderr)
-    return 0
+    first = next(p for p in args.paths if p.exists())  # a path that holds results (bad ones were reported)
+    prefix = args.out or (first if first.is_dir() else first.parent) / "aggregate"
+    try:
+        Path(f"{prefix}.md").write_text(md + "\n")
+        Path(f"{prefix}.csv").write_text(csv_text(header, rows))
+    except OSError as exc:
+        print(f"error: cannot write {prefix}.md / .csv ({type(exc).__name__}: {exc.strerror or exc}); "
+              f"pass --out PREFIX in a writable directory", file=sys.stderr)
+        return 1
+    print(f"wrote {prefix}.md and {prefix}.csv ({len(results)} runs, {len(rows)} configurations)", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@
     python scripts/evaluate.py runs/cub200 --set clustering=false --set vmf_samples=20
 
 Options given with --set override the run's `eval:` config node (see vmf_embeddings/eval/run_eval.py
-for the metrics.json layout and the option list). A run that cannot be evaluated prints one line
-naming the file and the fix; the exit status is 1 if any run failed.
+for the metrics.json layout and the option list). A run that cannot be evaluated (bad config.yaml,
+missing or malformed embeddings/<split>.npz, or any unexpected error while evaluating it) prints one
+line naming the file and the fix, and the other runs are still evaluated; the exit status is 1 if any
+run failed (2 for a bad --set). -v adds the traceback of unexpected errors.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,18 +24,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402  (PyYAML ships with omegaconf)
 
 from vmf_embeddings.eval.report import markdown_table, run_table  # noqa: E402
-from vmf_embeddings.eval.run_dir import RunDirError, find_run_dirs  # noqa: E402
+from vmf_embeddings.eval.run_dir import RunDirError, find_run_dirs, one_line  # noqa: E402
 from vmf_embeddings.eval.run_eval import DEFAULT_OPTIONS, evaluate_run  # noqa: E402
+from vmf_embeddings.schema import EvalOptions  # noqa: E402
+
+
+class UsageError(Exception):
+    """A bad command-line option (exit status 2)."""
 
 
 def parse_sets(items):
+    """--set KEY=VALUE items -> options, each value parsed as YAML and checked against the EvalOptions schema."""
+    from omegaconf import OmegaConf
+
     opts = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or key not in DEFAULT_OPTIONS:
-            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE with KEY in {sorted(DEFAULT_OPTIONS)}")
-        opts[key] = yaml.safe_load(value)
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY in {sorted(DEFAULT_OPTIONS)}")
+        try:
+            opts[key] = yaml.safe_load(value)
+            OmegaConf.merge(OmegaConf.structured(EvalOptions), {key: opts[key]})
+        except Exception as exc:  # noqa: BLE001 - YAML syntax or a type the schema refuses
+            kind = type(DEFAULT_OPTIONS[key]).__name__ if DEFAULT_OPTIONS[key] is not None else "see schema"
+            raise UsageError(f"--set {item!r}: bad value for {key} ({kind}; vmf_embeddings/schema.py "
+                             f"EvalOptions): {one_line(exc, 120)}") from None
     return opts
+
+
+def evaluate_one(run_dir: Path, options, verbose: bool):
+    """(metrics, None) or (None, the one-line error) for one run dir; never raises on a bad run."""
+    try:
+        return evaluate_run(run_dir, options), None
+    except RunDirError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad run must not abort the batch
+        if verbose:
+            traceback.print_exc()
+        return None, (f"{run_dir}: evaluation failed ({one_line(exc)}); check its config.yaml and embeddings/*.npz, "
+                      f"re-run with -v for the traceback")
 
 
 def main(argv=None) -> int:
@@ -43,11 +73,18 @@ def main(argv=None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads {args.threads}: must be >= 1 (torch CPU threads)", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    options = parse_sets(args.set)
+    try:
+        options = parse_sets(args.set)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     results, failed = [], 0
     for path in args.paths:
         try:
@@ -57,11 +94,12 @@ def main(argv=None) -> int:
             failed += 1
             continue
         for run_dir in run_dirs:
-            try:
-                results.append(evaluate_run(run_dir, options))
+            result, error = evaluate_one(run_dir, options, args.verbose)
+            if error is None:
+                results.append(result)
                 print(f"wrote {run_dir / 'metrics.json'}", file=sys.stderr)
-            except RunDirError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+            else:
+                print(f"error: {error}", file=sys.stderr)
                 failed += 1
     if results:
         header, rows = run_table(results)

@@ -113,6 +113,12 @@ def main(cfg: DictConfig) -> Optional[float]:
             record_failure(hydra_cfg.job.num, hydra_cfg.overrides.task, str(error))
             return None
         sys.exit(getattr(error, "exit_code", 2))
+    except KeyboardInterrupt:
+        # Training catches the first Ctrl-C itself (saves last.pt, see train.StopRequest); this is a second
+        # one, or one during extraction / evaluation, which write atomically and are simply run again.
+        print("error: interrupted (Ctrl-C); nothing half-written is kept: run the same command again "
+              "(add resume=true to continue training)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

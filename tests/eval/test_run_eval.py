@@ -190,3 +190,243 @@ def test_scripts_end_to_end(tmp_path):
     assert "mode.learning_rate" in ag.stdout and " ± " in ag.stdout
     csv = (tmp_path / "agg.csv").read_text().splitlines()
     assert len(csv) == 3 and "test/accuracy mean" in csv[0]
+
+
+# --- bad inputs: one line naming the file (and key), the batch goes on, exit status 1 at the end ---------
+
+def _script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_{name}_script", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _errors(stderr):
+    """stderr lines other than the per-run `wrote ...` notes."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("wrote ")]
+
+
+def _good_and_bad(root, **bad):
+    """A sweep with one good run (seed 1) and one bad run (seed 2), both test-only and without plots."""
+    good = make_run(root, seed=1, splits=("test",), plots=False)
+    broken = make_run(root, seed=2, splits=("test",), plots=False, **bad)
+    return good, broken
+
+
+def _npz(run, split="test"):
+    return run / "embeddings" / f"{split}.npz"
+
+
+def _rewrite_npz(path, **changes):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    np.savez(path, **arrays)
+
+
+BAD_NPZ = {
+    # case: (changes to test.npz, what the message must contain)
+    "string_embeddings": ({"embeddings": np.full((120, 6), "abc")},
+                          "'embeddings' must be a float array, got dtype <U3"),
+    "int_embeddings": ({"embeddings": np.ones((120, 6), np.int64)},
+                       "'embeddings' must be a float array, got dtype int64"),
+    "1d_embeddings": ({"embeddings": np.ones(120, np.float32)}, "'embeddings' must be N x D"),
+    "no_rows": ({"embeddings": np.ones((0, 6), np.float32), "labels": np.zeros(0, np.int64), "logits": None},
+                "'embeddings' must be N x D with N, D >= 1, got shape (0, 6)"),
+    "float_labels": ({"labels": np.linspace(0, 3, 120)}, "'labels' must be integers, got dtype float64"),
+    "string_labels": ({"labels": np.array(["cat"] * 120)}, "'labels' must be integers, got dtype <U3"),
+    "2d_labels": ({"labels": np.zeros((120, 2), np.int64)}, "'labels' must be a vector of 120 class ids"),
+    "scalar_labels": ({"labels": np.int64(3)}, "'labels' must be a vector of 120 class ids, got shape ()"),
+    "log_probs_width": ({"log_probs": np.log(np.full((120, 3), 1 / 3)), "logits": None},
+                        "'log_probs' has 3 columns but config.yaml's dataset.n_train_classes is 4"),
+    "log_probs_string": ({"log_probs": np.full((120, 4), "x")}, "'log_probs' must be float, got dtype <U1"),
+    "log_probs_1d": ({"log_probs": np.zeros(120)}, "'log_probs' must be N x C, got shape (120,)"),
+    "log_probs_nan": ({"log_probs": np.full((120, 4), np.nan)}, "'log_probs' contain NaN/+inf"),
+    "logits_rows": ({"logits": np.zeros((7, 4), np.float32)}, "'logits' has 7 rows but 'embeddings' has 120"),
+    "logits_scalar": ({"logits": np.float32(1.0)}, "'logits' must have one row per embedding (120), got a scalar"),
+    "labels_beyond_logits": ({"labels": np.full(120, 9, np.int64)}, "'logits' has 4 columns but 'labels' span 9..9"),
+    "targets_nan": ({"targets": np.full(120, np.nan), "predictions": np.zeros(120)}, "'targets' contain NaN/inf"),
+    "predictions_string": ({"targets": np.zeros(120), "predictions": np.full(120, "x")},
+                           "'predictions' must be numeric (float or integer), got dtype <U1"),
+    "object_array": ({"extra": np.array([{"a": 1}], dtype=object)}, "'extra' is unreadable (ValueError: Object arrays"),
+    "cost_matrix_shape": ({"cost_matrix": np.zeros((4, 3))}, "'cost_matrix' must be a numeric C x C array"),
+    "no_geometry": ({"geometry": None}, "no 'geometry' entry"),
+    "unknown_geometry": ({"geometry": np.array("flat")}, "unknown geometry 'flat'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_evaluate_script_reports_a_bad_npz_in_one_line_and_evaluates_the_rest(tmp_path, capsys, case):
+    changes, message = BAD_NPZ[case]
+    good, broken = _good_and_bad(tmp_path / "sweep")
+    _rewrite_npz(_npz(broken), **changes)
+    assert _script("evaluate").main([str(tmp_path / "sweep")]) == 1
+    out, err = capsys.readouterr()
+    lines = _errors(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {_npz(broken)}: ") and message in lines[0], lines[0]
+    assert "re-extract" in lines[0] or "retrain" in lines[0]
+    assert (good / "metrics.json").is_file() and not (broken / "metrics.json").exists()
+    assert str(good) in out and str(broken) not in out  # the good run is in the table
+
+
+def test_a_file_that_is_not_an_npz_archive(tmp_path, capsys):
+    good, broken = _good_and_bad(tmp_path / "sweep")
+    np.save(tmp_path / "single.npy", np.zeros((3, 3)))
+    (tmp_path / "single.npy").replace(_npz(broken))
+    assert _script("evaluate").main([str(tmp_path / "sweep")]) == 1
+    lines = _errors(capsys.readouterr().err)
+    assert len(lines) == 1 and f"{_npz(broken)}: a single .npy array, not an npz archive" in lines[0]
+    _npz(broken).write_bytes(b"not a zip file")
+    assert _script("evaluate").main([str(tmp_path / "sweep")]) == 1
+    lines = _errors(capsys.readouterr().err)
+    assert len(lines) == 1 and f"{_npz(broken)}: unreadable npz (" in lines[0]
+    assert (good / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.array("high"), "'curvature' must be a number, got 'high'"),
+    (np.float32(-1.0), "geometry 'hyperbolic' needs a curvature c > 0, got -1.0"),
+])
+def test_bad_geometry_parameter(tmp_path, capsys, value, message):
+    good = make_run(tmp_path / "sweep", seed=1, splits=("test",), plots=False)
+    broken = make_run(tmp_path / "sweep", method="hyperbolic_sce", geometry="hyperbolic", seed=2, splits=("test",),
+                      plots=False, extra={"test": {"curvature": value}})
+    assert _script("evaluate").main([str(tmp_path / "sweep")]) == 1
+    lines = _errors(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {_npz(broken)}: ") and message in lines[0], lines
+    assert (good / "metrics.json").is_file()
+
+
+BAD_CONFIGS = {
+    "empty": ("", "config.yaml: empty config (no keys)"),
+    "null": ("null\n", "config.yaml: empty config (no keys)"),
+    "list": ("- a\n- b\n", "config.yaml: expected a mapping of config keys, got a list"),
+    "scalar": ("3\n", "config.yaml: cannot parse (OSError"),
+    "invalid_yaml": ("method: [unclosed\n", "config.yaml: cannot parse (ParserError"),
+    "no_method_name": ("dataset: {name: digits}\nseed: 1\n", "config.yaml: no 'method.name' (a string) in the config"),
+    "no_dataset_name": ("method: {name: x}\n", "config.yaml: no 'dataset.name' (a string) in the config"),
+    "eval_not_mapping": ("method: {name: x}\ndataset: {name: d}\neval: [1, 2]\n",
+                         "config.yaml: 'eval' must be a mapping of evaluation options, got a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_yaml_is_one_line_not_a_null_metrics_file(tmp_path, capsys, case):
+    text, message = BAD_CONFIGS[case]
+    good, broken = _good_and_bad(tmp_path / "sweep")
+    (broken / "config.yaml").write_text(text)
+    assert _script("evaluate").main([str(tmp_path / "sweep")]) == 1
+    out, err = capsys.readouterr()
+    lines = _errors(err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {broken / 'config.yaml'}: ") and message in lines[0], lines[0]
+    assert not (broken / "metrics.json").exists() and (good / "metrics.json").is_file()
+    with pytest.raises(RunDirError, match="config.yaml"):
+        evaluate_run(broken)
+
+
+def test_an_unexpected_exception_is_one_line_with_its_type_and_the_batch_goes_on(tmp_path, capsys, monkeypatch):
+    good, broken = _good_and_bad(tmp_path / "sweep")
+    script = _script("evaluate")
+    real = script.evaluate_run
+
+    def flaky(run_dir, options=None):
+        if Path(run_dir) == broken:
+            raise RuntimeError("boom\nsecond line")
+        return real(run_dir, options)
+
+    monkeypatch.setattr(script, "evaluate_run", flaky)
+    assert script.main([str(tmp_path / "sweep")]) == 1
+    out, err = capsys.readouterr()
+    lines = _errors(err)
+    assert lines == [f"error: {broken}: evaluation failed (RuntimeError: boom second line); check its config.yaml "
+                     f"and embeddings/*.npz, re-run with -v for the traceback"]
+    assert (good / "metrics.json").is_file() and str(good) in out
+
+
+@pytest.mark.parametrize("item, message", [
+    ("n_bins=abc", "--set 'n_bins=abc': bad value for n_bins"),
+    ("colour=red", "--set 'colour=red': expected KEY=VALUE with KEY in"),
+    ("clustering", "--set 'clustering': expected KEY=VALUE"),
+    ("threads", "--threads 0: must be >= 1"),
+])
+def test_evaluate_script_bad_set_option(tmp_path, capsys, item, message):
+    run = make_run(tmp_path, splits=("test",))
+    args = ["--threads", "0"] if item == "threads" else ["--set", item]
+    assert _script("evaluate").main([str(run), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+    assert not (run / "metrics.json").exists()
+
+
+def test_string_embeddings_no_longer_abort_the_batch_end_to_end(tmp_path):
+    """The reported case, through the real command line: a '<U3' embeddings array in one run of a sweep."""
+    good, broken = _good_and_bad(tmp_path / "sweep")
+    _rewrite_npz(_npz(broken), embeddings=np.full((120, 6), "abc"))
+    ev = run_script(REPO / "scripts" / "evaluate.py", tmp_path / "sweep")
+    assert ev.returncode == 1 and "Traceback" not in ev.stderr
+    lines = _errors(ev.stderr)
+    assert len(lines) == 1 and str(_npz(broken)) in lines[0] and "'embeddings'" in lines[0]
+    assert (good / "metrics.json").is_file() and str(good) in ev.stdout
+
+
+# --- aggregate.py -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_metrics(tmp_path_factory):
+    """Two evaluated seeds of one configuration (metrics.json contents)."""
+    root = tmp_path_factory.mktemp("good")
+    return [evaluate_run(make_run(root, seed=s, splits=("test",), plots=False), write=False) for s in (1, 2)]
+
+
+BAD_METRICS = {
+    "invalid_json": (b'{"meta": ', "not valid JSON (Expecting value at line 1 column 10)"),
+    "list": (b"[1, 2]", "expected a JSON object with 'meta' and split entries, got a list"),
+    "null": (b"null", "expected a JSON object with 'meta' and split entries, got null"),
+    "no_meta": (b'{"test": {"accuracy": 0.5}}', "no 'meta' object"),
+    "meta_not_object": (b'{"meta": 3, "test": {}}', "no 'meta' object"),
+    "no_config": (b'{"meta": {"method": "x"}, "test": {"accuracy": 0.5}}', "'meta' has no 'config' object"),
+    "split_not_object": (b'{"meta": {"config": {}}, "test": 0.5}', "'test' must be an object of metrics, got float"),
+    "not_utf8": (b"\xff\xfe\x00garbage", "cannot read (UnicodeDecodeError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_METRICS))
+def test_aggregate_script_reports_a_bad_metrics_json_in_one_line(tmp_path, capsys, good_metrics, case):
+    data, message = BAD_METRICS[case]
+    for i, m in enumerate(good_metrics):
+        (tmp_path / "sweep" / f"run{i}").mkdir(parents=True)
+        (tmp_path / "sweep" / f"run{i}" / "metrics.json").write_text(json.dumps(m))
+    bad = tmp_path / "sweep" / "zbad" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_bytes(data)
+    assert _script("aggregate").main([str(tmp_path / "sweep"), "--out", str(tmp_path / "agg")]) == 1
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("wrote ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {bad}: ") and message in lines[0], lines[0]
+    assert "re-run `python scripts/evaluate.py" in lines[0]
+    csv = (tmp_path / "agg.csv").read_text().splitlines()
+    assert len(csv) == 2 and ",2," in csv[1]  # the two good seeds, aggregated into one configuration
+    assert "| digits | unnormalized_sce |" in out
+
+
+def test_aggregate_script_missing_path_and_only_bad_files(tmp_path, capsys, good_metrics):
+    (tmp_path / "sweep" / "run").mkdir(parents=True)
+    (tmp_path / "sweep" / "run" / "metrics.json").write_text(json.dumps(good_metrics[0]))
+    script = _script("aggregate")
+    assert script.main([str(tmp_path / "nowhere"), str(tmp_path / "sweep"), "--out", str(tmp_path / "agg")]) == 1
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if not ln.startswith("wrote ")]
+    assert lines == [f"error: {tmp_path / 'nowhere'}: no such file or directory; pass dirs holding evaluated runs "
+                     f"(scripts/evaluate.py writes metrics.json)"]
+    assert (tmp_path / "agg.csv").is_file() and "| digits |" in out
+    (tmp_path / "sweep" / "run" / "metrics.json").write_text("[]")
+    assert script.main([str(tmp_path / "sweep")]) == 1
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "got a list" in err and out == ""

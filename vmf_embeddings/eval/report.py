@@ -171,9 +171,49 @@ def aggregate(
     return header, rows, varying
 
 
-def load_metrics(paths: Iterable[Path]) -> List[Dict[str, Any]]:
+class MetricsFileError(ValueError):
+    """A metrics.json that cannot be aggregated; the message is one line naming the file and the fix."""
+
+
+def read_metrics(path: Path) -> Dict[str, Any]:
+    """One metrics.json (layout in vmf_embeddings/eval/run_eval.py), checked: a JSON object with a 'meta'
+    object whose 'config' is an object, and split entries that are objects. Raises MetricsFileError."""
+    path = Path(path)
+    fix = f"re-run `python scripts/evaluate.py {path.parent}` to rewrite it"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot read ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        raise MetricsFileError(f"{path}: {problem}; {fix}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problem = f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        raise MetricsFileError(f"{path}: {problem}; {fix}") from None
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a string", type(None): "null"}.get(type(data), "a number")
+        raise MetricsFileError(f"{path}: expected a JSON object with 'meta' and split entries, got {kind}; {fix}")
+    meta = data.get("meta")
+    if not isinstance(meta, dict):
+        raise MetricsFileError(f"{path}: no 'meta' object (the run's config and seed); {fix}")
+    if not isinstance(meta.get("config"), dict):
+        raise MetricsFileError(f"{path}: 'meta' has no 'config' object (the flattened training config); {fix}")
+    for split, values in data.items():
+        if split != "meta" and not isinstance(values, dict):
+            got = type(values).__name__
+            raise MetricsFileError(f"{path}: '{split}' must be an object of metrics, got {got}; {fix}")
+    return data
+
+
+def load_metrics(paths: Iterable[Path], errors: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Every readable metrics.json among `paths`. A bad file raises MetricsFileError, or, when an `errors`
+    list is given, appends its one-line message there and is skipped."""
     out = []
     for p in paths:
-        with open(p) as f:
-            out.append(json.load(f))
+        try:
+            out.append(read_metrics(p))
+        except MetricsFileError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     return out

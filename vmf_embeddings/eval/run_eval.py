@@ -141,7 +141,13 @@ def _geometry(rd: RunDir, split: Split):
         value = split.scalar(key)
         if value is None:
             raise reextract(split.path, f"{geometry.name} embeddings without a '{key}' entry", rd.path)
-        params[key] = float(value)
+        try:
+            params[key] = float(value)
+        except (TypeError, ValueError):
+            raise reextract(split.path, f"'{key}' must be a number, got {value!r}", rd.path) from None
+    problem = geometry.check_params(params)
+    if problem:
+        raise reextract(split.path, f"geometry {geometry.name!r} {problem}", rd.path)
     return geometry, params
 
 

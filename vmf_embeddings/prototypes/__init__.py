@@ -11,17 +11,32 @@ from vmf_embeddings.prototypes.geometry import (
     placement_stats,
     simplex_bound,
 )
-from vmf_embeddings.prototypes.placement import PAPER_SEED, PLACEMENTS, Placement, place_prototypes
+from vmf_embeddings.prototypes.placement import (
+    PAPER_SEED,
+    PLACEMENTS,
+    Cost,
+    Placement,
+    PlacementRequestError,
+    check_options,
+    estimate_cost,
+    infeasible,
+    place_prototypes,
+)
 
 __all__ = [
     "COLLAPSE_LIMIT",
     "CollapsedPrototypesError",
+    "Cost",
     "PAPER_SEED",
     "PLACEMENTS",
     "Placement",
+    "PlacementRequestError",
     "cache_key",
     "cache_name",
     "cache_path",
+    "check_options",
+    "estimate_cost",
+    "infeasible",
     "known_optimum",
     "load_or_place",
     "max_cosine",

@@ -53,10 +53,11 @@ def cache_path(cache_dir: str, n_classes: int, dim: int, method: str, seed: int,
 def load_or_place(n_classes: int, dim: int, method: str = "converged", seed: int = PAPER_SEED,
                   cache_dir: Optional[str] = "prototypes", word_vectors: Optional[str] = None,
                   privileged_weight: float = 1.0, n_positives: Optional[int] = 2,
-                  options: Optional[Dict[str, Any]] = None) -> np.ndarray:
+                  options: Optional[Dict[str, Any]] = None, progress: bool = False) -> np.ndarray:
     """K x D float64 unit-row prototypes from the cache, placing (and caching) them when absent.
 
-    `cache_dir` None or "" disables the cache. `options` go to the placement rule.
+    `cache_dir` None or "" disables the cache. `options` go to the placement rule; `progress` reports
+    the placement's steps (`placement.step_progress`).
     """
     options = {k: v for k, v in dict(options or {}).items() if v is not None}
     key = cache_key(options, word_vectors, privileged_weight, n_positives)
@@ -72,7 +73,7 @@ def load_or_place(n_classes: int, dim: int, method: str = "converged", seed: int
             except (ValueError, OSError, CollapsedPrototypesError) as error:
                 log.warning("ignoring cached prototypes %s (%s); placing them again", path, error)
     prior = build_prior(word_vectors, n_classes, n_positives, privileged_weight)
-    result = place_prototypes(n_classes, dim, method=method, seed=seed, prior=prior, **options)
+    result = place_prototypes(n_classes, dim, method=method, seed=seed, prior=prior, progress=progress, **options)
     if path is not None:
         atomic_write(path, lambda handle: np.save(handle, result.prototypes))
         sidecar = {"method": method, "seed": int(seed), "options": key, "stats": result.stats}
