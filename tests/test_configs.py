@@ -41,6 +41,10 @@ def test_every_method_builds_with_default_arch(method):
     x = torch.rand(4, 1, 28, 28)
     features = model(x)
     assert features.shape == (4, cfg.arch.params.embedding_dim)
+    if model.head.fits_class_state:  # e.g. ProtoNet class means: the runner fits them from the training split
+        from vmf_embeddings.embedding import EmbeddedSplit
+
+        model.head.fit_class_state(EmbeddedSplit(features.detach(), torch.arange(4) % cfg.dataset.n_train_classes))
     if model.head.predicts_classes:
         log_probs = model.head.log_probs(features, n_samples=3, generator=torch.Generator().manual_seed(0))
         assert log_probs.shape == (4, cfg.dataset.n_train_classes)
@@ -50,14 +54,18 @@ def test_every_method_builds_with_default_arch(method):
 @pytest.mark.parametrize("arch", options("arch"))
 def test_every_arch_instantiates(arch):
     cfg = compose_config([f"arch={arch}", "arch.params.embedding_dim=8"])
+    if arch == "conv4":  # its embedding size follows the image size: 64-d on 28 px
+        with pytest.raises(Exception, match="must equal that"):
+            instantiate(cfg.arch.backbone)
+        cfg = compose_config([f"arch={arch}"])
     backbone = instantiate(cfg.arch.backbone)
-    assert backbone.embedding_dim == 8
+    assert backbone.embedding_dim == cfg.arch.params.embedding_dim
 
 
 @pytest.mark.parametrize("sampler", options("sampler"))
 def test_every_sampler_instantiates(sampler):
     cfg = compose_config([f"sampler={sampler}"])
-    labels = torch.arange(50) % 5
+    labels = torch.arange(200) % 5  # 40 images per class: enough for 5-way 5-shot 15-query episodes
     batches = list(build_sampler(cfg, labels, seed=0))
     assert batches and all(torch.as_tensor(b).dtype == torch.long for b in batches)
 

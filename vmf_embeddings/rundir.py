@@ -107,6 +107,9 @@ def register_resolvers() -> None:
     from vmf_embeddings.schema import register_schema
 
     register_schema()
-    for resolver_name, function in (("run_dir_for", run_dir_for), ("sweep_subdir_for", sweep_subdir_for)):
+    from vmf_embeddings.archs.conv4 import conv4_dim
+
+    for resolver_name, function in (("run_dir_for", run_dir_for), ("sweep_subdir_for", sweep_subdir_for),
+                                    ("conv4_dim", conv4_dim)):
         if not OmegaConf.has_resolver(resolver_name):
             OmegaConf.register_new_resolver(resolver_name, function)

@@ -46,7 +46,8 @@ class EvalOptions:
     clustering: bool = True  # NMI / AMI (k-means with one centroid per class)
     splits: List[str] = field(default_factory=lambda: ["train", "val", "test"])  # splits evaluate.py reads
     cost_matrix: Optional[str] = None  # C x C .npy of class mistake costs -> average_cost, mistake_severity
-    few_shot: Optional[Any] = None  # {n_way, k_shot, n_query, n_episodes} or a list of them
+    few_shot: Optional[Any] = None  # {n_way, k_shot, n_query, n_episodes} or a list of them (the first: validation)
+    val_episodes: int = 100  # few-shot episodes per validation (eval.few_shot's way, shot and query)
     mc_on_train: bool = False  # sampled predictions on the training split too (costly on large sets)
     backend: str = "auto"  # kNN backend: auto | faiss | numpy | torch
     device: Optional[str] = None  # evaluation device; null = CUDA when present

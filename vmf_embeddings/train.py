@@ -101,6 +101,9 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         raise ConfigError(f"sampler.n_classes={cfg.sampler.n_classes} but the training split of {cfg.dataset.name} "
                           f"has {n_train_classes} classes; set sampler.n_classes <= {n_train_classes}")
     sampler = build_sampler(cfg, data.train.labels, seed)
+    if getattr(model.head, "episodic", False) and not hasattr(sampler, "episode_layout"):
+        raise ConfigError(f"method={cfg.method.name} trains on few-shot episodes: use sampler=fewshot "
+                          f"(not sampler={cfg.sampler.get('name', '?')})")
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     cap = cfg.mode.max_steps_per_epoch
@@ -228,6 +231,16 @@ def train_epoch(
     return loss_sum, first_bad_step, taken
 
 
+def few_shot_specs(node) -> list:
+    """eval.few_shot as a list of plain dicts (it may be one mapping or a list of them)."""
+    if not node:
+        return []
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(node, resolve=True) if not isinstance(node, (dict, list)) else node
+    return [dict(s) for s in (plain if isinstance(plain, list) else [plain])]
+
+
 def fit_class_state(model: EmbeddingModel, plain_train: BatchSource, amp: bool = False) -> None:
     """Give a head that predicts from training-data state (class means, ...) the embedded training split."""
     if model.head.fits_class_state:
@@ -248,6 +261,17 @@ def validation_metrics(
     metrics: Dict[str, float] = {}
     outputs = head_outputs(head, val, with_log_probs=head.predicts_classes and not open_set,
                            n_samples=int(cfg.eval.vmf_samples), seed=int(cfg.eval.seed))
+    spec = few_shot_specs(cfg.eval.get("few_shot"))[:1]
+    if spec and head.predicts_classes:  # few-shot runs monitor test-way episodes on the validation classes
+        from vmf_embeddings.eval.fewshot import few_shot_accuracy, spec_tag
+
+        options = {k: v for k, v in spec[0].items() if k not in ("n_episodes", "seed")}
+        result = few_shot_accuracy(outputs["embeddings"], val.labels, geometry=head.geometry,
+                                   params=head.geometry_params(), n_episodes=int(cfg.eval.val_episodes),
+                                   seed=int(cfg.eval.seed), **options)
+        key = f"val/fewshot_{spec_tag(spec[0])}"
+        metrics[key] = float(result["accuracy"])
+        return metrics, metrics[key]
     if "predictions" in outputs and val.targets is not None:
         metrics["val/mae"] = float((outputs["predictions"] - val.targets).abs().mean())
     if "log_probs" in outputs:

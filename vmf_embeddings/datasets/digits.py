@@ -58,3 +58,49 @@ def load_digits(
         train_augment="none",
         class_names=[str(i) for i in range(10)],
     )
+
+
+def load_digits_fewshot(
+    dataset_path: str = "",
+    seed: int = 1234,
+    image_size: int = 28,
+    train_classes: int = 5,
+) -> DataSplits:
+    """Class-disjoint few-shot digits: train on digits 0..train_classes-1, evaluate on the others.
+
+    The held-out digits' images are split in half (stratified, seeded): validation episodes draw from one
+    half, test episodes from the other. Ten classes leave no room for separate validation *classes*, so
+    validation and test share their classes but never an image. Labels are re-indexed 0..K-1 per split;
+    `extras["original_labels"]` keeps the digits.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = _upscale(bunch.data, image_size)
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    if not 2 <= int(train_classes) <= 8:
+        raise ValueError(f"dataset.loader.train_classes={train_classes} must lie in 2..8 (10 digits in all)")
+    seen = labels < int(train_classes)
+    train = np.flatnonzero(seen)
+    held_out = np.flatnonzero(~seen)
+    val_part, test_part = stratified_split(labels[held_out], 0.5, seed)
+    val, test = held_out[val_part], held_out[test_part]
+
+    def split(index: np.ndarray) -> TensorSplit:
+        original = labels[index]
+        _, reindexed = np.unique(original, return_inverse=True)
+        return TensorSplit(images=images[torch.from_numpy(index)].contiguous(),
+                           labels=torch.from_numpy(reindexed.astype(np.int64)))
+
+    return DataSplits(
+        name="digits_fewshot",
+        train=split(train),
+        val=split(val),
+        test=split(test),
+        n_train_classes=int(train_classes),
+        open_set=True,
+        channels=1,
+        image_size=image_size,
+        class_names=[str(i) for i in range(int(train_classes))],
+        extras={"original_labels": {"train": labels[train], "val": labels[val], "test": labels[test]}},
+    )

@@ -1,4 +1,5 @@
-"""Download / verify / extract / list-writing steps shared by `scripts/prepare_{cars196,cub200,sop}.py`.
+"""Download / verify / extract / list-writing steps shared by `scripts/prepare_{cars196,cub200,sop}.py`
+(`scripts/prepare_omniglot.py` uses the table and the download / verification steps).
 
 Every archive the scripts fetch is listed once in `ARCHIVES` with the size and digests its publishers
 give. A download goes to a temporary file next to its destination and is renamed only after its size
@@ -94,6 +95,33 @@ ARCHIVES: Dict[str, ArchiveSpec] = {
         source="TensorFlow Datasets url_checksums/stanford_online_products.txt (size, SHA-256); md5 as "
         "published with the metric-learning loaders",
     ),
+    # Omniglot (scripts/prepare_omniglot.py): Brenden Lake's repository publishes no size or digest for its
+    # archives, nor the Prototypical Networks repository for its split lists, so these are used only with
+    # --no-verify. The split lists have generic names; they are looked up here only by prepare_omniglot.py.
+    **{
+        f"{top}.zip": ArchiveSpec(
+            dataset="omniglot",
+            url=f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{top}.zip",
+            size=None,
+            sha256=None,
+            md5=None,
+            source="github.com/brendenlake/omniglot (python/); no size or checksum is published",
+        )
+        for top in ("images_background", "images_evaluation")
+    },
+    **{
+        f"{split}.txt": ArchiveSpec(
+            dataset="omniglot",
+            url=f"https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/"
+            f"vinyals/{split}.txt",
+            size=None,
+            sha256=None,
+            md5=None,
+            source="github.com/jakesnell/prototypical-networks (data/omniglot/splits/vinyals/, Vinyals et al.'s "
+            "split); no size or checksum is published",
+        )
+        for split in ("train", "val", "test", "trainval")
+    },
 }
 
 

@@ -114,3 +114,59 @@ class RandomSampler(_SeededBatchSampler):
             perm = torch.cat([perm, perm[: self.per_rank * self.world_size - self.n]])[self.rank :: self.world_size]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield perm[start : start + self.batch_size]
+
+
+class FewShotSampler(_SeededBatchSampler):
+    """`n_episodes` N-way K-shot Q-query episodes (Prototypical Networks, Snell et al. 2017).
+
+    Each episode draws `n_way` distinct classes among those with at least K + Q images, and K + Q distinct
+    images of each, all uniformly and without replacement, from the sampler's own generator. The batch
+    is laid out supports first, then queries, each class-major:
+    [class 0: K supports, class 1: K supports, ..., class 0: Q queries, class 1: Q queries, ...], so
+    support and query go through one forward pass and a head splits them by position
+    (`episode_layout`). Vectorised like EpisodicSampler: one random key per slot and a top-k.
+    """
+
+    def __init__(self, labels: torch.Tensor, n_way: int, k_shot: int, n_query: int, n_episodes: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(seed, rank, world_size)
+        labels = torch.as_tensor(labels).reshape(-1).cpu().long()
+        self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
+        self.n_episodes = int(n_episodes)
+        if min(self.n_way, self.k_shot, self.n_query, self.n_episodes) < 1:
+            raise ValueError(f"few-shot episodes need n_way, k_shot, n_query, n_episodes >= 1, got "
+                             f"{self.n_way}, {self.k_shot}, {self.n_query}, {self.n_episodes}")
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        order = torch.argsort(inverse, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(labels.numel()) - starts[inverse[order]]
+        table = torch.full((counts.numel(), int(counts.max())), -1, dtype=torch.long)
+        table[inverse[order], slot] = order
+        self.eligible = torch.nonzero(counts >= self.k_shot + self.n_query).reshape(-1)
+        if self.eligible.numel() < self.n_way:
+            raise ValueError(
+                f"{self.n_way}-way {self.k_shot}-shot {self.n_query}-query episodes need {self.n_way} classes with "
+                f">= {self.k_shot + self.n_query} images; the split has {self.eligible.numel()}"
+            )
+        self.table = table[self.eligible]
+
+    @property
+    def episode_layout(self) -> tuple:
+        """(n_way, k_shot, n_query) of every batch."""
+        return self.n_way, self.k_shot, self.n_query
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def _episode(self, g: torch.Generator) -> torch.Tensor:
+        rows = self.table[torch.randperm(self.table.shape[0], generator=g)[: self.n_way]]
+        keys = torch.rand(rows.shape, generator=g).masked_fill_(rows < 0, -1.0)
+        picked = rows.gather(1, keys.topk(self.k_shot + self.n_query, dim=1).indices)  # every pick is a real image
+        return torch.cat([picked[:, : self.k_shot].reshape(-1), picked[:, self.k_shot :].reshape(-1)])
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        g = self._next_epoch_generator()
+        for i in range(self.n_episodes * self.world_size):
+            batch = self._episode(g)
+            if i % self.world_size == self.rank:
+                yield batch

@@ -85,3 +85,8 @@ def few_shot_accuracy(
         "episodes": int(n_episodes),
         "per_episode": accs,
     }
+
+
+def spec_tag(spec: Dict[str, object]) -> str:
+    """`5way1shot`: the metric name of an episode spec (defaults: 5-way 1-shot)."""
+    return f"{spec.get('n_way', 5)}way{spec.get('k_shot', 1)}shot"

@@ -58,7 +58,7 @@ from .classification import (
     mc_log_probs,
     reliability_diagram,
 )
-from .fewshot import few_shot_accuracy
+from .fewshot import few_shot_accuracy, spec_tag
 from .hierarchy import hierarchical_metrics
 from .regression import regression_metrics
 from vmf_embeddings.config_keys import flatten
@@ -216,14 +216,10 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
             spec = dict(spec)
             r = few_shot_accuracy(split.embeddings, split.labels, geometry=geometry.name, params=params,
                                   seed=int(spec.pop("seed", opts["seed"])), **spec)
-            tag = f"fewshot_{r_spec(spec)}"
+            tag = f"fewshot_{spec_tag(spec)}"
             out[tag], out[f"{tag}_ci95"] = r["accuracy"], r["ci95"]
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
-
-
-def r_spec(spec: Dict[str, Any]) -> str:
-    return f"{spec.get('n_way', 5)}way{spec.get('k_shot', 1)}shot"
 
 
 def _jsonable(x: Any) -> Any:
