@@ -93,8 +93,9 @@ class TrainContext:
     """What a head's `on_train_start` may use: the model, the device and the training data."""
 
     def __init__(self, model: nn.Module, augmented_train: BatchSource, plain_train: BatchSource,
-                 batch_size: int, amp: bool = False) -> None:
+                 batch_size: int, amp: bool = False, sampler=None) -> None:
         self.model = model
+        self.sampler = sampler  # the training batch sampler (a head that steers it attaches itself)
         self.augmented_train = augmented_train
         self.plain_train = plain_train
         self.batch_size = int(batch_size)

@@ -14,7 +14,8 @@ from vmf_embeddings.schema import MODE_KEYS, check_required_keys
 MODES = ("train", "get_embeddings")
 SPLITS = ("train", "val", "test")
 #: sampler keys that count things: positive integers when present
-SAMPLER_COUNTS = ("n_episodes", "n_classes", "n_samples", "batch_size", "n_way", "k_shot", "n_query")
+SAMPLER_COUNTS = ("n_episodes", "n_classes", "n_samples", "batch_size", "n_way", "k_shot", "n_query", "m_clusters",
+                  "d_per_cluster")
 
 
 def integer(cfg: DictConfig, key: str, minimum: int, allow_none: bool = False) -> Optional[int]:

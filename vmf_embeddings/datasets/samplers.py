@@ -170,3 +170,71 @@ class FewShotSampler(_SeededBatchSampler):
             batch = self._episode(g)
             if i % self.world_size == self.rank:
                 yield batch
+
+
+class MagnetSampler(_SeededBatchSampler):
+    """Magnet loss's neighbourhood batches (Rippel et al. 2016): M clusters x D examples, seed cluster first.
+
+    The cluster index comes from the head (`attach(head)`: its `assignments`, `centroids`, `cluster_class` and
+    `example_losses`). Per batch: a seed cluster drawn in proportion to the mean recorded loss of its members
+    (uniformly until any loss is recorded; clusters without a recorded loss keep a small share, so they can
+    be seeds again: the reference code let them drop out for good), its M-1 nearest centroids of other
+    classes, and D members of each drawn without replacement (with replacement from a cluster smaller than
+    D, where the reference implementations failed). `last_batch` holds the indices just yielded, so the head
+    can record their losses. Reading the head's loss record costs one small device-to-host copy per batch.
+    """
+
+    def __init__(self, labels: torch.Tensor, m_clusters: int, d_per_cluster: int, n_episodes: int, seed: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(seed, rank, world_size)
+        self.n = int(torch.as_tensor(labels).reshape(-1).shape[0])
+        self.m, self.d, self.n_episodes = int(m_clusters), int(d_per_cluster), int(n_episodes)
+        self.source = None
+        self.last_batch = None
+
+    def attach(self, source) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def _batch(self, g: torch.Generator, assignments, centroids, cluster_class, cluster_loss) -> torch.Tensor:
+        sizes = torch.bincount(assignments, minlength=centroids.shape[0])
+        alive = sizes > 0
+        weights = torch.where(alive, cluster_loss, torch.zeros_like(cluster_loss))
+        if float(weights.sum()) <= 0:
+            weights = alive.double()
+        else:
+            weights = weights + alive.double() * 1e-3 * float(weights[alive].mean())
+        seed_cluster = int(torch.multinomial(weights, 1, generator=g))
+        distance = (centroids - centroids[seed_cluster]).pow(2).sum(1)
+        distance[(cluster_class == cluster_class[seed_cluster]) | ~alive] = float("inf")
+        impostors = torch.argsort(distance)[: self.m - 1]
+        if not torch.isfinite(distance[impostors]).all() or impostors.numel() < self.m - 1:
+            raise ValueError(f"sampler=magnet needs {self.m - 1} non-empty clusters of other classes; lower "
+                             f"method.params.m_clusters")
+        blocks = []
+        for cluster in [seed_cluster] + impostors.tolist():
+            members = torch.nonzero(assignments == cluster).reshape(-1)
+            if members.numel() >= self.d:
+                pick = members[torch.randperm(members.numel(), generator=g)[: self.d]]
+            else:
+                pick = members[torch.randint(0, members.numel(), (self.d,), generator=g)]
+            blocks.append(pick)
+        return torch.cat(blocks)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.source is None:
+            raise ValueError("sampler=magnet draws from method=magnet's cluster index; use method=magnet")
+        g = self._next_epoch_generator()
+        for i in range(self.n_episodes * self.world_size):
+            assignments = self.source.assignments.detach().cpu()
+            centroids = self.source.centroids.detach().cpu().double()
+            cluster_class = self.source.cluster_class.detach().cpu()
+            losses = self.source.example_losses.detach().cpu().double()
+            totals = torch.zeros(centroids.shape[0], dtype=torch.float64).index_add_(0, assignments, losses)
+            counts = torch.bincount(assignments, minlength=centroids.shape[0]).double()
+            batch = self._batch(g, assignments, centroids, cluster_class, totals / counts.clamp_min(1))
+            if i % self.world_size == self.rank:
+                self.last_batch = batch
+                yield batch
