@@ -66,7 +66,14 @@ def test_every_arch_instantiates(arch):
 def test_every_sampler_instantiates(sampler):
     cfg = compose_config([f"sampler={sampler}"])
     labels = torch.arange(200) % 5  # 40 images per class: enough for 5-way 5-shot 15-query episodes
-    batches = list(build_sampler(cfg, labels, seed=0))
+    built = build_sampler(cfg, labels, seed=0)
+    if hasattr(built, "attach"):  # sampler=magnet draws from a head's cluster index (method=magnet attaches itself)
+        from vmf_embeddings.methods.magnet import MagnetLoss
+
+        head = MagnetLoss(embedding_dim=2, n_classes=5, k_clusters=2, m_clusters=4, d_per_cluster=5)
+        head.refresh(torch.randn(200, 2, generator=torch.Generator().manual_seed(0)), labels)
+        built.attach(head)
+    batches = list(built)
     assert batches and all(torch.as_tensor(b).dtype == torch.long for b in batches)
 
 
@@ -295,3 +302,10 @@ def test_hpn_experiment_files_keep_the_official_settings(experiment):
         assert cfg.method.params.placement == "paper"
     dim = int(experiment.rsplit("_d", 1)[1]) if "_d" in experiment else (47 if "joint" in experiment else 2)
     assert cfg.arch.params.embedding_dim == dim
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_file_composes_and_validates(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    validate(cfg)
+    assert cfg.method.name in experiment or experiment.startswith(("vmf_", "hpn_", "protonets_"))

@@ -73,10 +73,15 @@ def config_changes(saved: Any, new: Any) -> Dict[str, tuple]:
     return changes
 
 
+def _added_default(old: Any, new: Any) -> bool:
+    """A key the saved run predates, now at an off / empty default (a newer version added an option)."""
+    return old == "<absent>" and new in (None, False, 0, "", "[]", "{}")
+
+
 def model_or_data_changes(saved: Any, new: Any) -> List[str]:
     """`key (old -> new)` for every key that differs and alters the model or the data, sorted."""
     return [f"{key} ({old!r} -> {value!r})" for key, (old, value) in config_changes(saved, new).items()
-            if alters_model_or_data(key)]
+            if alters_model_or_data(key) and not _added_default(old, value)]
 
 
 def procedure_changes(saved: Any, new: Any) -> Dict[str, tuple]:

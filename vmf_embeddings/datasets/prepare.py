@@ -1,5 +1,6 @@
 """Download / verify / extract / list-writing steps shared by `scripts/prepare_{cars196,cub200,sop}.py`
-(`scripts/prepare_omniglot.py` uses the table and the download / verification steps).
+(`scripts/prepare_omniglot.py` uses the table and the download / verification steps;
+`scripts/prepare_{flowers102,pets,dogs}.py` the table and `fetch_and_extract`).
 
 Every archive the scripts fetch is listed once in `ARCHIVES` with the size and digests its publishers
 give. A download goes to a temporary file next to its destination and is renamed only after its size
@@ -95,6 +96,50 @@ ARCHIVES: Dict[str, ArchiveSpec] = {
         source="TensorFlow Datasets url_checksums/stanford_online_products.txt (size, SHA-256); md5 as "
         "published with the metric-learning loaders",
     ),
+    # Oxford 102 Flowers (scripts/prepare_flowers102.py): md5s as published in torchvision's
+    # `datasets/flowers102.py` (`Flowers102._file_dict`); no size or SHA-256 is published.
+    **{
+        name: ArchiveSpec(
+            dataset="flowers102",
+            url=f"https://www.robots.ox.ac.uk/~vgg/data/flowers/102/{name}",
+            size=None,
+            sha256=None,
+            md5=md5,
+            source="torchvision datasets/flowers102.py (Flowers102._file_dict md5); no size or SHA-256 is published",
+        )
+        for name, md5 in (("102flowers.tgz", "52808999861908f626f3c1f4e79d11fa"),
+                          ("imagelabels.mat", "e0620be6f572b9609742df49c70aed4d"),
+                          ("setid.mat", "a5357ecc9cb78c4bef273ce3793fc85c"))
+    },
+    # Oxford-IIIT Pet (scripts/prepare_pets.py): md5s as published in torchvision's
+    # `datasets/oxford_iiit_pet.py` (`OxfordIIITPet._RESOURCES`).
+    **{
+        name: ArchiveSpec(
+            dataset="pets",
+            url=f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}",
+            size=None,
+            sha256=None,
+            md5=md5,
+            source="torchvision datasets/oxford_iiit_pet.py (OxfordIIITPet._RESOURCES md5); no size or SHA-256 "
+            "is published",
+        )
+        for name, md5 in (("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
+                          ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"))
+    },
+    # Stanford Dogs (scripts/prepare_dogs.py): the authors' page publishes no size or checksum and
+    # torchvision has no Stanford Dogs dataset, so these are used only with --no-verify. The host serves
+    # plain http only.
+    **{
+        name: ArchiveSpec(
+            dataset="dogs",
+            url=f"http://vision.stanford.edu/aditya86/ImageNetDogs/{name}",
+            size=None,
+            sha256=None,
+            md5=None,
+            source="vision.stanford.edu/aditya86/ImageNetDogs/; no size or checksum is published",
+        )
+        for name in ("images.tar", "lists.tar")
+    },
     # Omniglot (scripts/prepare_omniglot.py): Brenden Lake's repository publishes no size or digest for its
     # archives, nor the Prototypical Networks repository for its split lists, so these are used only with
     # --no-verify. The split lists have generic names; they are looked up here only by prepare_omniglot.py.
@@ -310,6 +355,71 @@ def _fetch(args: argparse.Namespace, root: Path, default_urls: Sequence[str], ve
     return archives
 
 
+def fetch_and_extract(
+    args: argparse.Namespace,
+    root: Path,
+    default_urls: Sequence[str],
+    extract_archive: Callable[[Path], bool] = lambda path: True,
+) -> int:
+    """Download (or take --archive), verify unless --no-verify, and extract every archive into `root`; files
+    for which `extract_archive` is False (e.g. `.mat` files) are copied into `root` as they are. Returns 0,
+    or 1 after printing one `error:` line. Shared by `run` and the scripts whose loaders read the extracted
+    release directly (Flowers-102, Pets, Dogs)."""
+    verify = not getattr(args, "no_verify", False)
+    if not verify:
+        print("warning: --no-verify: archives are used without checking their size and checksum",
+              file=sys.stderr)
+    try:
+        archives = _fetch(args, root, default_urls, verify)
+    except (ArchiveError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for archive in archives:
+        if extract_archive(archive):
+            try:
+                extract(archive, root)
+            except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+                damaged = isinstance(err, (tarfile.TarError, zipfile.BadZipFile, EOFError))
+                reason = "not a readable .tar(.gz)/.zip archive" if damaged else " ".join(str(err).split())
+                print(f"error: could not extract {archive} ({reason}): replace it with a good copy and rerun",
+                      file=sys.stderr)
+                return 1
+        else:  # single files such as cars_annos.mat are used as they are
+            target = root / archive.name
+            if archive.resolve() != target:
+                shutil.copy2(archive, target)
+    return 0
+
+
+def run_extracted(
+    args: argparse.Namespace,
+    name: str,
+    default_urls: Sequence[str],
+    present: Callable[[Path], bool],
+    expected: str,
+    summarize: Callable[[Path], str],
+    extract_archive: Callable[[Path], bool] = lambda path: True,
+) -> int:
+    """`fetch_and_extract` unless `present(root)`, then `summarize(root)` (the loader's check of the extracted
+    release, returning a one-line summary; a `UserError` becomes one `error:` line). For datasets whose loaders
+    read the official files directly and need no split lists. Returns the exit code."""
+    root: Path = args.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if not present(root) and not args.skip_download and fetch_and_extract(args, root, default_urls, extract_archive):
+        return 1
+    if not present(root):
+        print(f"error: {root} does not hold {expected}", file=sys.stderr)
+        return 1
+    try:
+        summary = summarize(root)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(summary)
+    print(f"use it with: dataset={name} dataset.dataset_path={root}")
+    return 0
+
+
 def run(
     args: argparse.Namespace,
     name: str,
@@ -326,30 +436,8 @@ def run(
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if not present and not args.skip_download:
-        verify = not getattr(args, "no_verify", False)
-        if not verify:
-            print("warning: --no-verify: archives are used without checking their size and checksum",
-                  file=sys.stderr)
-        try:
-            archives = _fetch(args, root, default_urls, verify)
-        except (ArchiveError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        for archive in archives:
-            if extract_archive(archive):
-                try:
-                    extract(archive, root)
-                except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-                    damaged = isinstance(err, (tarfile.TarError, zipfile.BadZipFile, EOFError))
-                    reason = "not a readable .tar(.gz)/.zip archive" if damaged else " ".join(str(err).split())
-                    print(f"error: could not extract {archive} ({reason}): replace it with a good copy and rerun",
-                          file=sys.stderr)
-                    return 1
-            else:  # single files such as cars_annos.mat are used as they are
-                target = root / archive.name
-                if archive.resolve() != target:
-                    shutil.copy2(archive, target)
+    if not present and not args.skip_download and fetch_and_extract(args, root, default_urls, extract_archive):
+        return 1
     try:
         table = reader(root)
     except UserError as err:  # bad class ids in the metadata files: one line naming the file

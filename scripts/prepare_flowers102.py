@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Fetch and prepare Oxford 102 Flowers for `dataset=flowers102`.
+
+Downloads `102flowers.tgz`, `imagelabels.mat` and `setid.mat` (or takes them via --archive), extracts the
+archive under ROOT (giving ROOT/jpg/image_00001.jpg ...) and puts the two .mat files next to it; the loader
+reads these files directly (official split: train 1,020 / val 1,020 / test 6,149). Nothing is fetched when
+ROOT (or torchvision's ROOT/flowers-102/) already holds them. Every file is checked against the md5 published
+in torchvision's Flowers102 (`vmf_embeddings.datasets.prepare.ARCHIVES`) after download and again when it is
+already on disk; --no-verify skips the check. Finally every image is checked and the split sizes printed.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from vmf_embeddings.datasets.prepare import default_urls, parser, run_extracted  # noqa: E402  (stdlib-only imports)
+
+NAME = "flowers102"
+URLS = default_urls(NAME)  # 102flowers.tgz, imagelabels.mat, setid.mat (URLs and md5s: prepare.ARCHIVES)
+EXPECTED = "jpg/, imagelabels.mat and setid.mat"
+
+
+def present(root: Path) -> bool:
+    from vmf_embeddings.datasets.finegrained import is_extracted
+
+    return is_extracted(NAME, root)
+
+
+def summarize(root: Path) -> str:
+    from vmf_embeddings.datasets.finegrained import summarize as describe
+
+    return describe(NAME, root)
+
+
+def main(argv=None) -> int:
+    args = parser(__doc__.splitlines()[0], URLS).parse_args(argv)
+    return run_extracted(args, NAME, URLS, present, EXPECTED, summarize,
+                         extract_archive=lambda path: not path.name.endswith(".mat"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
