@@ -48,6 +48,9 @@ class EvalOptions:
     cost_matrix: Optional[str] = None  # C x C .npy of class mistake costs -> average_cost, mistake_severity
     few_shot: Optional[Any] = None  # {n_way, k_shot, n_query, n_episodes} or a list of them (the first: validation)
     val_episodes: int = 100  # few-shot episodes per validation (eval.few_shot's way, shot and query)
+    # {n_classes, n_samples, n_batches}: also report the mean accuracy of random class-balanced test batches (the
+    # RepMet seed's "episodic" number: a sampled estimate of plain test accuracy, not a few-shot task)
+    sampled_batches: Optional[Any] = None
     mc_on_train: bool = False  # sampled predictions on the training split too (costly on large sets)
     backend: str = "auto"  # kNN backend: auto | faiss | numpy | torch
     device: Optional[str] = None  # evaluation device; null = CUDA when present

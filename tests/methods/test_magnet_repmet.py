@@ -168,3 +168,16 @@ def test_repmet_trains_on_digits(tmp_path):
     assert test["accuracy"] >= 0.9, test
     with __import__("numpy").load(tmp_path / "run" / "embeddings" / "test.npz") as f:
         assert ((f["background_score"] >= 0) & (f["background_score"] < 1)).all()
+
+
+def test_sampled_batch_accuracy_estimates_plain_accuracy():
+    import numpy as np
+
+    from vmf_embeddings.eval.run_eval import sampled_batch_accuracy
+
+    labels = np.repeat(np.arange(4), 25)
+    correct = labels < 2  # classes 0 and 1 right, 2 and 3 wrong: plain accuracy 0.5
+    out = sampled_batch_accuracy(correct, labels, n_classes=4, n_samples=4, n_batches=50)
+    assert out == {"sampled_batch_accuracy": 0.5}  # every batch holds all four classes equally
+    estimate = sampled_batch_accuracy(correct, labels, n_classes=2, n_samples=4, n_batches=2000)["sampled_batch_accuracy"]
+    assert abs(estimate - 0.5) < 0.03

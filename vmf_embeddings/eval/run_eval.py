@@ -151,6 +151,23 @@ def _geometry(rd: RunDir, split: Split):
     return geometry, params
 
 
+def sampled_batch_accuracy(correct: np.ndarray, labels: np.ndarray, n_classes: int = 12, n_samples: int = 4,
+                           n_batches: int = 500, seed: int = 1234) -> Dict[str, float]:
+    """Mean accuracy over `n_batches` random batches of `n_classes` classes x `n_samples` images each, as the RepMet
+    seed's "episodic test" reports it: every image is still classified among all training classes, so this is a
+    sampled estimate of plain test accuracy (some images counted several times, others never), not few-shot."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    members = {c: np.flatnonzero(labels == c) for c in classes}
+    accuracies = []
+    for _ in range(int(n_batches)):
+        picked = rng.choice(classes, size=min(int(n_classes), len(classes)), replace=False)
+        index = np.concatenate([rng.choice(members[c], size=int(n_samples), replace=len(members[c]) < int(n_samples))
+                                for c in picked])
+        accuracies.append(float(np.mean(correct[index])))
+    return {"sampled_batch_accuracy": float(np.mean(accuracies))}
+
+
 def _log_probs(split: Split) -> Optional[torch.Tensor]:
     """The predictive log-probabilities written at extraction (or the softmax of older files' logits)."""
     log_probs = split.get("log_probs")
@@ -191,6 +208,9 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
             out.update(classification_metrics(lp, split.labels, n_bins=int(opts["n_bins"])))
         except ValueError as exc:
             raise reextract(split.path, str(exc), rd.path) from None
+        if opts.get("sampled_batches") and split.name == "test":
+            out.update(sampled_batch_accuracy(lp.argmax(1).numpy() == split.labels, split.labels,
+                                              seed=int(opts["seed"]), **dict(opts["sampled_batches"])))
         cost = _cost_matrix(rd, split, opts)
         if cost is not None:
             out.update(hierarchical_metrics(lp.argmax(1), split.labels, cost))

@@ -17,6 +17,8 @@ def summary_lines(result: Dict[str, Any], split: str = "test") -> list:
     """Two aligned lines (titles, values) of the headline metrics of one split."""
     values = result.get(split, {})
     cells = [(title, values[key]) for key, title in SUMMARY_METRICS if isinstance(values.get(key), (int, float))]
+    cells += [(key.replace("fewshot_", ""), value) for key, value in values.items()
+              if key.startswith("fewshot_") and not key.endswith("_ci95") and isinstance(value, (int, float))]
     if not cells:
         return []
     texts = [("nan" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}") for _, v in cells]
