@@ -181,3 +181,16 @@ def test_sampled_batch_accuracy_estimates_plain_accuracy():
     assert out == {"sampled_batch_accuracy": 0.5}  # every batch holds all four classes equally
     estimate = sampled_batch_accuracy(correct, labels, n_classes=2, n_samples=4, n_batches=2000)["sampled_batch_accuracy"]
     assert abs(estimate - 0.5) < 0.03
+
+
+def test_repmet_layout_conversion_and_head_size():
+    from vmf_embeddings.methods.repmet import from_official_layout, to_official_layout
+
+    reps = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(6, 4)  # C=2 classes x K=3 modes, e=4
+    official = to_official_layout(reps, 2, 3)
+    assert official.shape == (4, 3, 2) and torch.equal(official[:, 2, 1], reps[1 * 3 + 2])
+    assert torch.equal(from_official_layout(official), reps)
+    # the seed's head on frozen ResNet-18 features: Linear(512 -> 2048) + ReLU + Linear(2048 -> 1024)
+    head = RepMet(embedding_dim=512, n_classes=102, k_reps=3, hidden=[2048], rep_dim=1024)
+    assert sum(p.numel() for p in head.embed.parameters()) == 3_148_800
+    assert head.reps.shape == (102 * 3, 1024)

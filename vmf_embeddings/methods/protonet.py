@@ -24,7 +24,11 @@ import torch.nn.functional as F
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.methods.base import Method
 
-DISTANCES = ("squared_euclidean", "cosine")
+#: distance option -> the geometry its embeddings are searched in
+DISTANCES = {"squared_euclidean": "euclidean", "cosine": "cosine"}
+
+
+COSINE = {"cosine"}
 
 
 def squared_distances(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -42,17 +46,17 @@ class PrototypicalNetwork(Method):
                  distance: str = "squared_euclidean", cosine_scale: float = 10.0) -> None:
         super().__init__()
         if distance not in DISTANCES:
-            raise ConfigError(f"method.params.distance={distance!r} must be one of {DISTANCES}")
+            raise ConfigError(f"method.params.distance={distance!r} must be one of {tuple(DISTANCES)}")
         self.distance = distance
-        self.geometry = "euclidean" if distance == "squared_euclidean" else "cosine"
+        self.geometry = DISTANCES[distance]
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
         self.cosine_scale = float(cosine_scale)
         self.register_buffer("class_means", torch.zeros(int(n_classes), int(embedding_dim)))
         self.register_buffer("fitted", torch.tensor(False))
 
     def scores(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """M x N logits -d(q, c_k)."""
-        if self.distance == "cosine":
+        """M x N logits -d(q, c_k): negative squared distances, or scaled cosines."""
+        if self.distance in COSINE:
             return self.cosine_scale * F.normalize(queries, dim=-1) @ F.normalize(prototypes, dim=-1).t()
         return -squared_distances(queries, prototypes)
 

@@ -29,6 +29,17 @@ from vmf_embeddings.methods.base import Method
 from vmf_embeddings.methods.clustering import per_class_kmeans
 
 
+def to_official_layout(reps: torch.Tensor, n_classes: int, k_reps: int) -> torch.Tensor:
+    """C*K x e (row i*K + j = class i, mode j: the seed's and ours) -> e x K x C (the official RepMet code's)."""
+    return reps.reshape(n_classes, k_reps, -1).permute(2, 1, 0).contiguous()
+
+
+def from_official_layout(reps: torch.Tensor) -> torch.Tensor:
+    """e x K x C -> C*K x e."""
+    e, k, c = reps.shape
+    return reps.permute(2, 1, 0).reshape(c * k, e).contiguous()
+
+
 class RepMet(Method):
     geometry = "cosine"
 
