@@ -234,6 +234,7 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
         specs = opts["few_shot"] if isinstance(opts["few_shot"], list) else [opts["few_shot"]]
         for spec in specs:
             spec = dict(spec)
+            spec.setdefault("n_episodes", 1000)  # the ProtoNet authors' test protocol: 1,000 seeded episodes
             r = few_shot_accuracy(split.embeddings, split.labels, geometry=geometry.name, params=params,
                                   seed=int(spec.pop("seed", opts["seed"])), **spec)
             tag = f"fewshot_{spec_tag(spec)}"
