@@ -14,7 +14,7 @@ from tests.conftest import CONF_DIR, compose_config
 from vmf_embeddings.build import build_model, build_optimizer, build_sampler, build_scheduler
 from vmf_embeddings.validate import validate
 
-GROUPS = ["mode", "dataset", "arch", "method", "sampler", "optimizer", "scheduler"]
+GROUPS = ["mode", "dataset", "arch", "method", "sampler", "optimizer", "scheduler", "cost"]
 
 
 def options(group: str):

@@ -39,7 +39,7 @@ MODEL_OR_DATA_KEYS = {"seed"}
 #: inside those subtrees, keys that only tune the optimiser (a resume may change them)
 PROCEDURE_PREFIXES = ("method.optim.",)
 #: what a run dir holds that belongs to one training run (replaced by overwrite=true)
-RUN_FILES = ("checkpoints", "tensorboard", "embeddings", "metrics.jsonl", "metrics.json", "config.yaml",
+RUN_FILES = ("checkpoints", "tensorboard", "embeddings", "metrics.jsonl", "metrics.json", "config.yaml", "cost_matrix.npy",
              "resume_history.jsonl", ".hydra_train", ".hydra_get_embeddings")
 LOCK_NAME = ".lock"
 

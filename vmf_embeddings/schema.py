@@ -45,7 +45,7 @@ class EvalOptions:
     recall_ks: Optional[List[int]] = None  # Recall@K list; null = dataset.recall_ks, else 1, 2, 4, 8
     clustering: bool = True  # NMI / AMI (k-means with one centroid per class)
     splits: List[str] = field(default_factory=lambda: ["train", "val", "test"])  # splits evaluate.py reads
-    cost_matrix: Optional[str] = None  # C x C .npy of class mistake costs -> average_cost, mistake_severity
+    cost_matrix: Optional[str] = None  # C x C .npy of class mistake costs -> avg_cost, mean_mistake_cost
     few_shot: Optional[Any] = None  # {n_way, k_shot, n_query, n_episodes} or a list of them (the first: validation)
     val_episodes: int = 100  # few-shot episodes per validation (eval.few_shot's way, shot and query)
     # {n_classes, n_samples, n_batches}: also report the mean accuracy of random class-balanced test batches (the

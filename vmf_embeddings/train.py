@@ -21,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -34,6 +35,7 @@ from vmf_embeddings.build import (
     build_sampler,
     build_scheduler,
 )
+from vmf_embeddings.costs import build_cost
 from vmf_embeddings.data_source import Batch, BatchSource
 from vmf_embeddings.datasets.base import DataSplits
 from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split, head_outputs
@@ -362,7 +364,10 @@ def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progres
     run = build_run(cfg, launch.work_dir)
     fresh_groups = [dict(g) for g in run.optimizer.param_groups]
     fresh_scheduler = run.scheduler.state_dict()
+    cost = build_cost(cfg)  # validated before anything is written
     write_records(cfg, launch, overrides)
+    if cost is not None:
+        checkpoint.atomic_write(launch.work_dir / "cost_matrix.npy", lambda f: np.save(f, cost))
     resumed = launch.resume_state is not None
     progress_ = restore(run, launch.resume_state) if resumed else Progress()
     if resumed and launch.changes:

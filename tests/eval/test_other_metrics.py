@@ -17,9 +17,9 @@ def test_ci_hand_computed():
 
 def test_average_cost_and_mae_hand_computed():
     m = hierarchical_metrics([0, 1, 2, 2], [0, 0, 1, 2], D_G)
-    assert m == pytest.approx({"error_rate": 0.5, "average_cost": 1.5, "mistake_severity": 3.0})
+    assert m == pytest.approx({"error_rate": 0.5, "avg_cost": 1.5, "mean_mistake_cost": 3.0})
     h = hierarchical_metrics([0, 1, 2, 2], [0, 0, 1, 2], path_to_lca_height(D_G))
-    assert h["average_cost"] == pytest.approx(0.75) and h["mistake_severity"] == pytest.approx(1.5)
+    assert h["avg_cost"] == pytest.approx(0.75) and h["mean_mistake_cost"] == pytest.approx(1.5)
     assert mae([1550, 1700], [1500, 1800]) == pytest.approx(75.0)
     assert regression_metrics(np.array([1.0, 3.0]), np.array([0.0, 0.0]))["rmse"] == pytest.approx(np.sqrt(5))
 
@@ -33,11 +33,11 @@ def test_average_cost_against_float64_loop():
     y = rng.integers(0, 7, 300)
     m = hierarchical_metrics(logits, y, d)
     pred = logits.argmax(1)
-    assert m["average_cost"] == pytest.approx(sum(d[t, p] for t, p in zip(y, pred)) / 300, abs=1e-12)
-    assert m["average_cost"] == pytest.approx(m["error_rate"] * m["mistake_severity"], abs=1e-12)
-    assert hierarchical_metrics(y, y, d)["average_cost"] == 0.0
+    assert m["avg_cost"] == pytest.approx(sum(d[t, p] for t, p in zip(y, pred)) / 300, abs=1e-12)
+    assert m["avg_cost"] == pytest.approx(m["error_rate"] * m["mean_mistake_cost"], abs=1e-12)
+    assert hierarchical_metrics(y, y, d)["avg_cost"] == 0.0
     unit = 1 - np.eye(7)
-    assert hierarchical_metrics(pred, y, unit)["average_cost"] == pytest.approx(np.mean(pred != y))
+    assert hierarchical_metrics(pred, y, unit)["avg_cost"] == pytest.approx(np.mean(pred != y))
 
 
 def test_cost_matrix_and_length_errors():

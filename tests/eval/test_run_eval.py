@@ -114,7 +114,7 @@ def test_cost_matrix_and_few_shot_options(tmp_path):
     run = make_run(tmp_path, cost_matrix=str(tmp_path / "cost.npy"),
                    few_shot={"n_way": 3, "k_shot": 2, "n_query": 3, "n_episodes": 10})
     out = evaluate_run(run)
-    assert out["test"]["average_cost"] == pytest.approx(1 - out["test"]["accuracy"])
+    assert out["test"]["avg_cost"] == pytest.approx(1 - out["test"]["accuracy"])
     assert 0 <= out["test"]["fewshot_3way2shot"] <= 1 and "fewshot_3way2shot_ci95" in out["test"]
 
 

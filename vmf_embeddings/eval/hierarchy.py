@@ -1,8 +1,8 @@
 """Hierarchical mistake costs from a class cost matrix D (C x C, D[y, y] = 0).
 
 - error_rate       = fraction of wrong top-1 predictions
-- average_cost     = AC = (1/N) sum_n D[y_n, y_hat_n]  (all items; correct ones cost 0)
-- mistake_severity = mean D over the mistakes only = AC / error_rate (NaN without mistakes)
+- avg_cost          = AC = (1/N) sum_n D[y_n, y_hat_n]  (all items; correct ones cost 0)
+- mean_mistake_cost = mean D over the mistakes only = AC / error_rate (NaN without mistakes)
 
 Units follow D. The metric-guided prototypes code (VSainteuf/metric-guided-prototypes-pytorch) ships tree
 PATH LENGTHS; Bertinetto et al.'s LCA-height convention is exactly half of that for equal-depth leaves --
@@ -35,7 +35,7 @@ def path_to_lca_height(cost: Array) -> np.ndarray:
 
 
 def hierarchical_metrics(predictions: Array, labels: Array, cost: Array) -> Dict[str, float]:
-    """error_rate, average_cost, mistake_severity. `predictions` are class ids, or N x C scores (argmax)."""
+    """error_rate, avg_cost, mean_mistake_cost. `predictions` are class ids, or N x C scores (argmax)."""
     d = check_cost_matrix(cost)
     p = to_numpy(predictions)
     if p.ndim == 2:
@@ -51,6 +51,6 @@ def hierarchical_metrics(predictions: Array, labels: Array, cost: Array) -> Dict
     er = float(wrong.mean())
     return {
         "error_rate": er,
-        "average_cost": float(costs.mean()),
-        "mistake_severity": float(costs[wrong].mean()) if wrong.any() else float("nan"),
+        "avg_cost": float(costs.mean()),
+        "mean_mistake_cost": float(costs[wrong].mean()) if wrong.any() else float("nan"),
     }

@@ -16,7 +16,7 @@ compares method, dataset or geometry names:
   over `eval.vmf_retrieval_samples` draws (default eval.vmf_samples; 0 skips).
 - regression (`targets` and `predictions` in the npz, target units): mae, rmse -- any task, any split.
 - hierarchy (a C x C cost matrix: npz key `cost_matrix` or `eval.cost_matrix: path.npy`):
-  error_rate, average_cost, mistake_severity.
+  error_rate, avg_cost, mean_mistake_cost.
 - few-shot (`eval.few_shot: {n_way, k_shot, n_query, n_episodes}` or a list of them; val/test):
   fewshot_<N>way<K>shot and ..._ci95 (mean episode accuracy, 95% half-width, ddof=1).
 
@@ -183,6 +183,8 @@ def _cost_matrix(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Optional[np.
     if split.get("cost_matrix") is not None:
         return split.get("cost_matrix")
     path = opts.get("cost_matrix")
+    if not path and (rd.path / "cost_matrix.npy").is_file():  # written by training with cost=<tree|lca|...>
+        path = rd.path / "cost_matrix.npy"
     if not path:
         return None
     p = Path(path)

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, TextIO
 #: (metrics.json key, column title), in print order; absent metrics are left out
 SUMMARY_METRICS = (
     ("accuracy", "accuracy"), ("ece", "ECE"), ("nll", "NLL"), ("recall@1", "Recall@1"), ("map@r", "MAP@R"),
-    ("mae", "MAE"), ("average_cost", "avg cost"),
+    ("mae", "MAE"), ("avg_cost", "avg cost"),
 )
 
 
