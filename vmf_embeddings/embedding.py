@@ -93,8 +93,9 @@ class TrainContext:
     """What a head's `on_train_start` may use: the model, the device and the training data."""
 
     def __init__(self, model: nn.Module, augmented_train: BatchSource, plain_train: BatchSource,
-                 batch_size: int, amp: bool = False, sampler=None) -> None:
+                 batch_size: int, amp: bool = False, sampler=None, cost_matrix=None) -> None:
         self.model = model
+        self.cost_matrix = cost_matrix  # the run's class cost matrix (cost group), or None
         self.sampler = sampler  # the training batch sampler (a head that steers it attaches itself)
         self.augmented_train = augmented_train
         self.plain_train = plain_train

@@ -386,7 +386,7 @@ def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progres
         log.info("resuming %s at epoch %d%s (best %.4f at epoch %d)", launch.run_dir, progress_.epoch,
                  f", step {progress_.epoch_step}" if progress_.epoch_step else "", progress_.best_metric,
                  progress_.best_epoch)
-    context = TrainContext(run.model, run.train_source, run.plain_train_source, HOOK_BATCH, run.amp, run.sampler)
+    context = TrainContext(run.model, run.train_source, run.plain_train_source, HOOK_BATCH, run.amp, run.sampler, cost)
     run.model.head.on_train_start(context, resumed=resumed)
 
     tracker = Tracker(launch.work_dir)
