@@ -47,6 +47,25 @@ class _SeededBatchSampler:
         self.epoch = int(state["epoch"])
         self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).cpu())
 
+    def _episodes(self) -> Iterator[torch.Tensor]:
+        """`n_episodes` batches of `_episode` per epoch; with several ranks each keeps every world_size-th one."""
+        g = self._next_epoch_generator()
+        for i in range(self.n_episodes * self.world_size):
+            batch = self._episode(g)
+            if i % self.world_size == self.rank:
+                yield batch
+
+
+def class_table(labels: torch.Tensor):
+    """(K x max_count table of dataset indices per class, -1 = padding; per-class counts), with no Python loop."""
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(labels.numel()) - starts[inverse[order]]
+    table = torch.full((counts.numel(), int(counts.max())), -1, dtype=torch.long)
+    table[inverse[order], slot] = order
+    return table, counts
+
 
 class EpisodicSampler(_SeededBatchSampler):
     """`n_episodes` batches of `n_classes` classes x `n_samples` images, all without replacement.
@@ -63,12 +82,7 @@ class EpisodicSampler(_SeededBatchSampler):
         labels = torch.as_tensor(labels).reshape(-1).cpu().long()
         if labels.numel() == 0:
             raise ValueError("EpisodicSampler needs at least one labelled example")
-        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        order = torch.argsort(inverse, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(labels.numel()) - starts[inverse[order]]
-        table = torch.full((counts.numel(), int(counts.max())), -1, dtype=torch.long)
-        table[inverse[order], slot] = order
+        table, counts = class_table(labels)
         self.table = table  # K x max_count, dataset indices, -1 = padding
         self.n_episodes = int(n_episodes)
         self.n_way = min(int(n_classes), counts.numel())
@@ -84,11 +98,8 @@ class EpisodicSampler(_SeededBatchSampler):
         return picked[picked >= 0]  # classes smaller than k_shot contribute all their images
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        g = self._next_epoch_generator()
-        for i in range(self.n_episodes * self.world_size):
-            batch = self._episode(g)
-            if i % self.world_size == self.rank:
-                yield batch
+        return self._episodes()
+
 
 
 class RandomSampler(_SeededBatchSampler):
@@ -136,12 +147,7 @@ class FewShotSampler(_SeededBatchSampler):
         if min(self.n_way, self.k_shot, self.n_query, self.n_episodes) < 1:
             raise ValueError(f"few-shot episodes need n_way, k_shot, n_query, n_episodes >= 1, got "
                              f"{self.n_way}, {self.k_shot}, {self.n_query}, {self.n_episodes}")
-        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        order = torch.argsort(inverse, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(labels.numel()) - starts[inverse[order]]
-        table = torch.full((counts.numel(), int(counts.max())), -1, dtype=torch.long)
-        table[inverse[order], slot] = order
+        table, counts = class_table(labels)
         self.eligible = torch.nonzero(counts >= self.k_shot + self.n_query).reshape(-1)
         if self.eligible.numel() < self.n_way:
             raise ValueError(
@@ -165,11 +171,8 @@ class FewShotSampler(_SeededBatchSampler):
         return torch.cat([picked[:, : self.k_shot].reshape(-1), picked[:, self.k_shot :].reshape(-1)])
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        g = self._next_epoch_generator()
-        for i in range(self.n_episodes * self.world_size):
-            batch = self._episode(g)
-            if i % self.world_size == self.rank:
-                yield batch
+        return self._episodes()
+
 
 
 class MagnetSampler(_SeededBatchSampler):
