@@ -139,3 +139,29 @@ def test_deepncm_resumes_bit_for_bit(tmp_path, monkeypatch):
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
     assert float(a["head.counts"].sum()) > 0
+
+
+def test_soft_targets():
+    from vmf_embeddings.costs import tree_cost
+    from vmf_embeddings.methods.prototypes import soft_targets
+
+    cost = torch.as_tensor(tree_cost(10, [[[1, 7], [4]], [[0, 6, 9], [3, 8]], [[2, 5]]]))
+    labels = torch.arange(10)
+    target = soft_targets(cost, labels, beta=5.0)
+    torch.testing.assert_close(target.sum(1), torch.ones(10, dtype=target.dtype))
+    assert torch.equal(target.argmax(1), labels)
+    torch.testing.assert_close(soft_targets(cost, labels, 0.0), torch.full((10, 10), 0.1, dtype=target.dtype))
+    torch.testing.assert_close(soft_targets(3 * cost, labels, 5.0), target)  # max-normalised
+    assert float(soft_targets(cost, labels, 200.0).diagonal().min()) > 0.99  # -> one-hot, i.e. cross-entropy
+
+
+def test_soft_labels_train_and_prototype_distortion_is_reported(tmp_path):
+    from vmf_embeddings.main import run
+
+    run(compose_config(FAST + ["method=soft_labels", "cost=tree", "mode.projector=false"]), tmp_path / "soft")
+    test = json.loads((tmp_path / "soft" / "metrics.json").read_text())["test"]
+    assert test["accuracy"] >= 0.9 and "avg_cost" in test, test
+    run(compose_config(FAST + ["method=guided_prototypes", "cost=tree", "mode.epochs=2", "sampler.n_episodes=5",
+                               "mode.projector=false"]), tmp_path / "guided")
+    test = json.loads((tmp_path / "guided" / "metrics.json").read_text())["test"]
+    assert 0 <= test["prototype_distortion"] < 1

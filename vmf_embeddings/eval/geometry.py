@@ -19,6 +19,7 @@ Evaluation looks the name up here and never compares geometry names itself. Each
 - `class_means(support)`: few-shot prototypes (n_way x k_shot x D -> n_way x D) in the space `search` expects.
 - `sampled`: the embeddings parameterise distributions (vMF), so evaluation adds the sampled retrieval
   metrics (`vmf_classification.vmf_sampled_retrieval`).
+- `angular`: distances are between directions, so prototype distortion uses the cosine distance.
 
 Why the euclidean map instead of faiss IndexFlatL2: one inner-product code path, and faiss' inner
 product search measured faster than its L2 search at SOP size (23 s vs 35 s on 2 cores). The ranking
@@ -155,6 +156,7 @@ class Geometry:
     class_means: Callable[[np.ndarray], np.ndarray]
     params: Tuple[str, ...] = ()
     sampled: bool = False
+    angular: bool = False  # distances are between directions (cosine distance), not points
     check_params: Callable[[Params], Optional[str]] = lambda params: None
 
 
@@ -168,8 +170,9 @@ def register_geometry(geometry: Geometry) -> Geometry:
 
 
 register_geometry(Geometry("euclidean", _euclidean_search, _plain_clustering, _euclidean_distances, _plain_means))
-register_geometry(Geometry("cosine", _unit_search, _unit_clustering, _unit_distances, _unit_means))
-register_geometry(Geometry("vmf", _unit_search, _unit_clustering, _unit_distances, _unit_means, sampled=True))
+register_geometry(Geometry("cosine", _unit_search, _unit_clustering, _unit_distances, _unit_means, angular=True))
+register_geometry(Geometry("vmf", _unit_search, _unit_clustering, _unit_distances, _unit_means, sampled=True,
+                           angular=True))
 register_geometry(Geometry("hyperbolic", _hyperbolic_search, _hyperbolic_clustering, _hyperbolic_distances,
                            _plain_means, params=("curvature",), check_params=_positive_curvature))
 

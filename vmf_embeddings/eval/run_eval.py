@@ -168,6 +168,16 @@ def sampled_batch_accuracy(correct: np.ndarray, labels: np.ndarray, n_classes: i
     return {"sampled_batch_accuracy": float(np.mean(accuracies))}
 
 
+def prototype_distortion(prototypes: np.ndarray, cost: np.ndarray, geometry) -> float:
+    """Scale-free distortion of the prototypes' pairwise distances against the cost matrix (0 = an isometry up to
+    scale), in the geometry's distance: cosine distance for unit-vector geometries, Euclidean otherwise."""
+    from vmf_embeddings.methods.prototypes import scale_free_distortion
+
+    metric = "cosine" if geometry.angular else "euclidean"
+    return float(scale_free_distortion(torch.as_tensor(np.asarray(prototypes, np.float64)),
+                                       torch.as_tensor(np.asarray(cost, np.float64)), metric))
+
+
 def _log_probs(split: Split) -> Optional[torch.Tensor]:
     """The predictive log-probabilities written at extraction (or the softmax of older files' logits)."""
     log_probs = split.get("log_probs")
@@ -216,6 +226,9 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
         cost = _cost_matrix(rd, split, opts)
         if cost is not None:
             out.update(hierarchical_metrics(lp.argmax(1), split.labels, cost))
+            prototypes = split.get("prototypes")
+            if prototypes is not None and prototypes.ndim == 2 and prototypes.shape[0] == len(cost) > 1:
+                out["prototype_distortion"] = prototype_distortion(prototypes, cost, geometry)
         if opts["plots"]:
             conf, corr = confidence_and_correct(lp, split.labels)
             title = f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name}"

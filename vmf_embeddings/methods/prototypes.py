@@ -199,3 +199,39 @@ class DeepNCM(Method):
 
     def export(self) -> Dict[str, np.ndarray]:
         return {"prototypes": self.means.detach().float().cpu().numpy()}
+
+
+def soft_targets(cost: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """Soft labels (Bertinetto et al., CVPR 2020): softmax_i(-beta D[y, i] / max D) for each label y."""
+    scale = cost.max().clamp_min(1e-12)
+    return torch.softmax(-float(beta) * cost[labels] / scale, dim=-1)
+
+
+class SoftLabels(Method):
+    """A linear classifier trained with cross-entropy against soft labels from the class cost matrix."""
+
+    geometry = "euclidean"
+
+    def __init__(self, embedding_dim: int, n_classes: int, beta: float = 10.0) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(int(embedding_dim), int(n_classes), bias=False)
+        self.beta = float(beta)
+        self.register_buffer("cost", torch.zeros(int(n_classes), int(n_classes)))
+
+    def on_train_start(self, context, resumed: bool) -> None:
+        cost = getattr(context, "cost_matrix", None)
+        if cost is None:
+            raise ConfigError("method=soft_labels needs a class cost matrix: add cost=tree (or lca, ordinal, csv "
+                              "cost.path=...)")
+        if not resumed:
+            self.cost.copy_(torch.as_tensor(cost, dtype=self.cost.dtype))
+
+    def logits(self, embeddings, n_samples=None, generator=None):
+        return self.classifier(embeddings)
+
+    def loss(self, embeddings, labels, targets=None):
+        target = soft_targets(self.cost.to(embeddings.dtype), labels, self.beta)
+        return -(target * F.log_softmax(self.logits(embeddings), dim=-1)).sum(-1).mean()
+
+    def export(self) -> Dict[str, np.ndarray]:
+        return {"weights": self.classifier.weight.detach().float().cpu().numpy()}
