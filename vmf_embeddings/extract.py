@@ -30,8 +30,6 @@ from vmf_embeddings.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-
 
 def load_run_config(run_dir: Path) -> DictConfig:
     path = Path(run_dir) / "config.yaml"
@@ -46,10 +44,7 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
     """Write embeddings for `mode.splits` from `mode.checkpoint` (best or last); returns the file paths."""
     run_dir = Path(run_dir)
     train_cfg = load_run_config(run_dir)
-    mode = cfg.mode
-    for split_name in mode.splits:
-        if split_name not in SPLITS:
-            raise CheckpointError(f"mode.splits names {split_name!r}; choose from {', '.join(SPLITS)}")
+    mode = cfg.mode  # validated by vmf_embeddings.validate (checkpoint, splits, batch size)
     last_path, best_path = checkpoint.checkpoint_paths(run_dir)
     path = best_path if mode.checkpoint == "best" else last_path
     if not path.is_file():

@@ -15,6 +15,8 @@ import logging
 
 from torch import nn
 
+from vmf_embeddings.errors import WeightsUnavailableError
+
 log = logging.getLogger(__name__)
 
 
@@ -36,3 +38,15 @@ def warn_frozen_random_trunk(arch: str, pretrained: bool, freeze: bool) -> None:
     if freeze and not pretrained:
         log.warning("arch=%s: freeze=true without pretrained weights freezes a randomly initialised trunk; only "
                     "the embedding layer trains (set arch.params.pretrained=true for the usual frozen backbone)", arch)
+
+
+def pretrained_state_dict(weights) -> dict:
+    """A torchvision weights enum's state dict (downloaded or from the torch hub cache); one-line error when offline."""
+    try:
+        return weights.get_state_dict(progress=True)
+    except Exception as error:  # no network / no cached weights
+        raise WeightsUnavailableError(
+            f"arch.params.pretrained=true needs torchvision's {weights} weights; downloading them failed "
+            f"({type(error).__name__}). Run once online or place the file in the torch hub cache "
+            f"($TORCH_HOME/hub/checkpoints), or set arch.params.pretrained=false"
+        ) from None

@@ -6,8 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
-from vmf_embeddings.archs import batchnorm_eval, freeze_parameters, warn_frozen_random_trunk
-from vmf_embeddings.errors import ConfigError, WeightsUnavailableError
+from vmf_embeddings.archs import batchnorm_eval, freeze_parameters, pretrained_state_dict, warn_frozen_random_trunk
+from vmf_embeddings.errors import ConfigError
 
 #: the smallest side Inception-v3 accepts (its stride-2 stem and reductions leave 1 x 1 at 75 px; 299 as trained)
 MIN_SIZE = 75
@@ -51,14 +51,7 @@ class TorchvisionInception3(nn.Module):
             nn.init.trunc_normal_(stem.weight, mean=0.0, std=0.1, a=-2, b=2)  # torchvision's init of its convs
             trunk.Conv2d_1a_3x3.conv = stem
         if pretrained:
-            try:
-                state = _WEIGHTS.get_state_dict(progress=True)
-            except Exception as error:  # no network / no cached weights
-                raise WeightsUnavailableError(
-                    f"arch.params.pretrained=true needs torchvision's {_WEIGHTS} weights; downloading them failed "
-                    f"({type(error).__name__}). Run once online or place the file in the torch hub cache "
-                    f"($TORCH_HOME/hub/checkpoints), or set arch.params.pretrained=false"
-                ) from None
+            state = pretrained_state_dict(_WEIGHTS)
             dropped = ("fc.",) + (() if aux_logits else ("AuxLogits.",)) + ((_STEM + ".",) if in_channels != 3 else ())
             state = {k: v for k, v in state.items() if not k.startswith(dropped)}
             missing, unexpected = trunk.load_state_dict(state, strict=False)

@@ -6,8 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
-from vmf_embeddings.archs import batchnorm_eval, freeze_parameters, warn_frozen_random_trunk
-from vmf_embeddings.errors import ConfigError, WeightsUnavailableError
+from vmf_embeddings.archs import batchnorm_eval, freeze_parameters, pretrained_state_dict, warn_frozen_random_trunk
+from vmf_embeddings.errors import ConfigError
 
 _FACTORIES = {
     18: (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
@@ -55,14 +55,7 @@ class TorchvisionResNet(nn.Module):
         # zero_init_residual: each block's last BN gamma starts at 0, as dml_cross_entropy's ResNet.
         trunk = factory(weights=None, zero_init_residual=True)
         if pretrained:
-            try:
-                state = weights.get_state_dict(progress=True)
-            except Exception as error:  # no network / no cached weights
-                raise WeightsUnavailableError(
-                    f"arch.params.pretrained=true needs torchvision's {weights} weights; downloading them failed "
-                    f"({type(error).__name__}). Run once online or place the file in the torch hub cache "
-                    f"($TORCH_HOME/hub/checkpoints), or set arch.params.pretrained=false"
-                ) from None
+            state = pretrained_state_dict(weights)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             trunk.load_state_dict(state, strict=False)
         if new_stem:

@@ -1,11 +1,18 @@
-"""Seeded k-means in torch (on the embeddings' device), per class: the cluster index of Magnet loss and the
-representative initialisation of RepMet."""
+"""Class means and seeded k-means in torch (on the embeddings' device): ProtoNet / DeepNCM prototypes, the cluster
+index of Magnet loss and the representative initialisation of RepMet."""
 
 from __future__ import annotations
 
 from typing import Tuple
 
 import torch
+
+
+def class_means(x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(C x D mean of each class's rows, zero for an absent class; C per-class counts), with no Python loop."""
+    sums = torch.zeros(n_classes, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=n_classes).to(x.dtype)
+    return sums / counts.clamp_min(1)[:, None], counts
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int = 20, generator: torch.Generator = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.methods.base import Method
+from vmf_embeddings.methods.clustering import class_means
 
 #: distance option -> the geometry its embeddings are searched in
 DISTANCES = {"squared_euclidean": "euclidean", "cosine": "cosine"}
@@ -80,11 +81,8 @@ class PrototypicalNetwork(Method):
     @torch.no_grad()
     def fit_class_state(self, train) -> None:
         """Prototypes of every training class from the whole training split (closed-set prediction)."""
-        features = train.features.to(self.class_means.dtype)
-        n_classes = self.class_means.shape[0]
-        sums = torch.zeros_like(self.class_means).index_add_(0, train.labels, features)
-        counts = torch.bincount(train.labels, minlength=n_classes).clamp_min(1).to(sums.dtype)
-        self.class_means.copy_(sums / counts[:, None])
+        means, _ = class_means(train.features.to(self.class_means.dtype), train.labels, self.class_means.shape[0])
+        self.class_means.copy_(means)
         self.fitted.fill_(True)
 
     def logits(self, embeddings, n_samples=None, generator=None):

@@ -28,6 +28,7 @@ from torch import nn
 
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.methods.base import Method
+from vmf_embeddings.methods.clustering import class_means
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine", "pseudo_huber")
 #: distance options measured between unit vectors (searched in the cosine geometry)
@@ -180,10 +181,7 @@ class DeepNCM(Method):
 
     @torch.no_grad()
     def update(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-        n_classes = self.means.shape[0]
-        sums = torch.zeros_like(self.means).index_add_(0, labels, embeddings.detach().to(self.means.dtype))
-        present = torch.bincount(labels, minlength=n_classes).to(self.means.dtype)
-        batch_means = sums / present.clamp_min(1)[:, None]
+        batch_means, present = class_means(embeddings.detach().to(self.means.dtype), labels, self.means.shape[0])
         mask = (present > 0)[:, None]
         self.means.copy_(torch.where(mask, (self.counts[:, None] * self.means + batch_means) / (self.counts[:, None] + 1),
                                      self.means))
