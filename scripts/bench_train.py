@@ -6,6 +6,7 @@ BatchSource (device-side augmentation) and `train_epoch`. Extra overrides are Hy
 
     python scripts/bench_train.py --steps 200 method=vmf_softmax
     python scripts/bench_train.py --steps 100 arch=resnet18 dataset=synthetic amp=true channels_last=true
+    python scripts/bench_train.py method=guided_prototypes cost=ordinal dataset=synthetic dataset.n_train_classes=100
 
 `--contended` instead times the runner alone, first on a quiet machine and then while a competing
 busy process (one spinning core) runs, and prints the slowdown ratio: with idle OpenMP threads
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from vmf_embeddings.build import build_data, build_model, build_optimizer, build_sampler  # noqa: E402
+from vmf_embeddings.costs import build_cost  # noqa: E402
 from vmf_embeddings.data_source import BatchSource  # noqa: E402
 from vmf_embeddings.rundir import register_resolvers  # noqa: E402
 from vmf_embeddings.embedding import TrainContext  # noqa: E402
@@ -88,7 +90,8 @@ def main() -> None:
     batch_size = len(next(iter(sampler)))
     images, labels = data.train.images.to(device), data.train.labels.to(device)
     plain = BatchSource(data.train, data, device, "none", 0, memory_format == torch.channels_last)
-    runner_model.head.on_train_start(TrainContext(runner_model, source, plain, HOOK_BATCH, amp), resumed=False)
+    context = TrainContext(runner_model, source, plain, HOOK_BATCH, amp, sampler=sampler, cost_matrix=build_cost(cfg))
+    runner_model.head.on_train_start(context, resumed=False)
     bare_model.head.load_state_dict(runner_model.head.state_dict())
 
     def _stream(steps: int):

@@ -100,8 +100,39 @@ def build_model(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> Emb
     check_targets(cfg.arch.backbone, _allowed(cfg, allowed), "arch.backbone")
     check_targets(cfg.method.head, _allowed(cfg, allowed), "method.head")
     backbone = instantiate(cfg.arch.backbone)
-    head = instantiate(cfg.method.head)
+    head_kwargs = {}
+    if cfg.arch.get("spherize", False):
+        backbone = spherize_backbone(backbone, cfg)
+        if "embedding_dim" in cfg.method.head:
+            head_kwargs["embedding_dim"] = int(cfg.arch.params.embedding_dim) + 1
+    head = instantiate(cfg.method.head, **head_kwargs)
     return EmbeddingModel(backbone, head)
+
+
+class Spherized(nn.Module):
+    """A backbone whose output is a pre-activation, followed by the spherization layer (one more dimension)."""
+
+    def __init__(self, backbone: nn.Module, spherization: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.spherization = backbone, spherization
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spherization(self.backbone(x))
+
+
+def spherize_backbone(backbone: nn.Module, cfg: DictConfig) -> nn.Module:
+    """arch.spherize=true: an arch that builds its own spherized layer (`handles_spherize`) is kept; one whose output
+    is a pre-activation (`preactivation_output`) gets the layer appended; any other is refused in one line."""
+    if getattr(backbone, "handles_spherize", False):
+        return backbone
+    if not getattr(backbone, "preactivation_output", False):
+        raise ConfigError(f"arch.spherize=true: arch={cfg.arch.get('name')} does not end in a pre-activation layer "
+                          f"(its output passed a ReLU or pooling), so there is nothing to spherize; use an arch "
+                          f"that does (resnet18/34/50, resnet32, n_digit_mnist, mgp_conv, inception3, ...)")
+    from vmf_embeddings.layers.spherization import Spherization
+
+    options = OmegaConf.to_container(cfg.spherization, resolve=True)
+    return Spherized(backbone, Spherization(int(cfg.arch.params.embedding_dim), **options))
 
 
 def _instantiate_option(node: DictConfig, **kwargs):

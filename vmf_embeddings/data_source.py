@@ -39,7 +39,7 @@ class BatchSource:
             self.images = split.images.to(device)
             self.labels = split.labels.to(device)
             self.targets = split.targets.to(device) if split.targets is not None else None
-            self.augment = DeviceAugment(augment, data.mean, data.std)
+            self.augment = DeviceAugment(augment, data.mean, data.std, **data.train_augment_params)
 
     def __len__(self) -> int:
         return len(self.split)

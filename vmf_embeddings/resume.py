@@ -73,15 +73,16 @@ def config_changes(saved: Any, new: Any) -> Dict[str, tuple]:
     return changes
 
 
-def _added_default(old: Any, new: Any) -> bool:
-    """A key the saved run predates, now at an off / empty default (a newer version added an option)."""
-    return old == "<absent>" and new in (None, False, 0, "", "[]", "{}")
+def _added_default(old: Any, new: Any, key: str = "") -> bool:
+    """A key the saved run predates, now at an off / empty default (a newer version added an option); the
+    `spherization.*` options only act with arch.spherize=true, which such a run cannot have had."""
+    return old == "<absent>" and (new in (None, False, 0, "", "none", "[]", "{}") or key.startswith("spherization."))
 
 
 def model_or_data_changes(saved: Any, new: Any) -> List[str]:
     """`key (old -> new)` for every key that differs and alters the model or the data, sorted."""
     return [f"{key} ({old!r} -> {value!r})" for key, (old, value) in config_changes(saved, new).items()
-            if alters_model_or_data(key) and not _added_default(old, value)]
+            if alters_model_or_data(key) and not _added_default(old, value, key)]
 
 
 def procedure_changes(saved: Any, new: Any) -> Dict[str, tuple]:
@@ -235,7 +236,8 @@ def promote(launch: Launch) -> None:
     """Replace the old run by the staged one (after the staged run's first checkpoint)."""
     if not launch.staged:
         return
-    for name in RUN_FILES + ("reliability_train.png", "reliability_val.png", "reliability_test.png"):
+    for name in RUN_FILES + ("reliability_train.png", "reliability_val.png", "reliability_test.png",
+                              "embeddings_test.png"):
         target = launch.run_dir / name
         if target.is_dir():
             shutil.rmtree(target)

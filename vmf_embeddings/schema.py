@@ -45,7 +45,7 @@ class EvalOptions:
     recall_ks: Optional[List[int]] = None  # Recall@K list; null = dataset.recall_ks, else 1, 2, 4, 8
     clustering: bool = True  # NMI / AMI (k-means with one centroid per class)
     splits: List[str] = field(default_factory=lambda: ["train", "val", "test"])  # splits evaluate.py reads
-    cost_matrix: Optional[str] = None  # C x C .npy of class mistake costs -> avg_cost, mean_mistake_cost
+    cost_matrix: Optional[str] = None  # tree / lca / ordinal, or a C x C .npy of mistake costs -> avg_cost, ...
     few_shot: Optional[Any] = None  # {n_way, k_shot, n_query, n_episodes} or a list of them (the first: validation)
     val_episodes: int = 100  # few-shot episodes per validation (eval.few_shot's way, shot and query)
     # {n_classes, n_samples, n_batches}: also report the mean accuracy of random class-balanced test batches (the
@@ -54,7 +54,7 @@ class EvalOptions:
     mc_on_train: bool = False  # sampled predictions on the training split too (costly on large sets)
     backend: str = "auto"  # kNN backend: auto | faiss | numpy | torch
     device: Optional[str] = None  # evaluation device; null = CUDA when present
-    plots: bool = True  # reliability_<split>.png beside metrics.json
+    plots: bool = True  # reliability_<split>.png (and embeddings_test.png for 2-D runs) beside metrics.json
 
 
 EVAL_DEFAULTS: Dict[str, Any] = asdict(EvalOptions())

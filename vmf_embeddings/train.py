@@ -332,6 +332,7 @@ def run_epoch(run: Run, epoch: int, progress_: Progress, stop: StopRequest) -> O
     val_scalars, monitored = validation_metrics(model, val, run.data.open_set, cfg)
     scalars = {"train/loss": epoch_loss / max(run.steps_per_epoch, 1), **val_scalars}
     scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
+    scalars.update(spherization_scalars(model))
     scalars["train/lr"] = run.optimizer.param_groups[0]["lr"]
     if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         run.scheduler.step(monitored)
@@ -441,3 +442,19 @@ def _stopped(stop: StopRequest, run: Run, progress_: Progress, launch: Launch, e
         f"interrupted by {name} at {where}; saved {checkpoint.checkpoint_paths(run.run_dir)[0]}; continue with "
         f"the same command and resume=true", stop.signal
     )
+
+
+def spherization_scalars(model: torch.nn.Module) -> Dict[str, float]:
+    """Per spherization layer: its scaling s, radius r and the fraction of training angles that saturated this
+    epoch (a sigmoid at 0 or 1: a dead unit). One host sync per epoch."""
+    from vmf_embeddings.layers.spherization import spherization_modules
+
+    layers = spherization_modules(model)
+    out: Dict[str, float] = {}
+    for index, layer in enumerate(layers):
+        prefix = "train/spherization" + (str(index) if len(layers) > 1 else "")
+        out[f"{prefix}/scaling"] = float(layer.scaling.detach())
+        out[f"{prefix}/radius"] = float(layer.radius.detach())
+        out[f"{prefix}/saturated_fraction"] = layer.take_saturated_fraction()
+    return out
+

@@ -33,6 +33,9 @@ class TorchvisionInception3(nn.Module):
         on inputs of at least 299 px, is discarded: the embedding comes from the main branch); false drops it.
     """
 
+    #: the output is a linear layer's pre-activation: arch.spherize=true may append the spherization layer
+    preactivation_output = True
+
     def __init__(self, embedding_dim: int = 1024, pretrained: bool = False, freeze: bool = False,
                  in_channels: int = 3, aux_logits: bool = False) -> None:
         super().__init__()

@@ -12,6 +12,9 @@ class NDigitMNIST(nn.Module):
     `n_digits` side-by-side digits widen the input (and the flattened features) n-fold, as the original.
     """
 
+    #: the output is a linear layer's pre-activation: arch.spherize=true may append the spherization layer
+    preactivation_output = True
+
     def __init__(
         self, embedding_dim: int = 3, n_digits: int = 1, in_channels: int = 1, image_size: int = 28
     ) -> None:

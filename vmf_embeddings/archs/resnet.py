@@ -30,6 +30,9 @@ class TorchvisionResNet(nn.Module):
         newly initialised stem (first_conv_3x3=true or in_channels != 3) would be frozen at random: refused.
     """
 
+    #: the output is a linear layer's pre-activation: arch.spherize=true may append the spherization layer
+    preactivation_output = True
+
     def __init__(
         self,
         depth: int = 50,

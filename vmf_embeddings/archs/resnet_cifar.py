@@ -54,6 +54,9 @@ class BasicBlock(nn.Module):
 class ResNetCifar(nn.Module):
     """CIFAR ResNet (depth 6n+2) mapping N x C x H x W images to N x embedding_dim outputs."""
 
+    #: the output is a linear layer's pre-activation: arch.spherize=true may append the spherization layer
+    preactivation_output = True
+
     def __init__(self, embedding_dim: int = 64, in_channels: int = 3, depth: int = 32, width: int = 16,
                  shortcut: str = "conv3x3") -> None:
         super().__init__()

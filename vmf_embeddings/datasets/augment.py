@@ -7,13 +7,21 @@ broadcasts, drawing from a caller-owned `torch.Generator` (on the batch's device
 kind="cifar" reproduces the vMF code's CIFAR pipeline in its order: RandomCrop(32, padding=4,
 reflect) -> RandomHorizontalFlip -> ToTensor -> Normalize -> Cutout (one 8x8 square set to 0,
 centre uniform over the image, clipped at the border as in DeVries & Taylor's Cutout).
+
+kind="affine" is torchvision's RandomAffine(degrees, scale=(min, max)) -> ToTensor -> Normalize, the
+MNIST augmentation of Metric-Guided Prototype Learning (Garnot & Landrieu, BMVC 2021; its notebook uses
+RandomAffine(degrees=40, scale=(1.3, 1.3))): per sample an angle ~ U(-degrees, degrees) and a zoom
+~ U(min, max), about the image centre, nearest-neighbour sampling (RandomAffine's default), zero fill;
+the whole batch is resampled with one `F.affine_grid` + `F.grid_sample` call.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -73,31 +81,104 @@ def cutout(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = No
     return x.masked_fill(mask, 0.0)
 
 
+Degrees = Union[float, Sequence[float]]
+
+
+def affine_ranges(degrees: Degrees, scale: Sequence[float]) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+    """((min angle, max angle), (min zoom, max zoom)) as RandomAffine reads them: a number d means (-d, d)
+    (d >= 0), a pair is taken as is; `scale` is a (min, max) pair, 0 < min <= max. ValueError (one line)
+    otherwise."""
+    if isinstance(degrees, (int, float)) and not isinstance(degrees, bool):
+        if degrees < 0 or not math.isfinite(degrees):
+            raise ValueError(f"degrees={degrees!r} must be a finite number >= 0 (angles drawn from (-d, d)) or a "
+                             "(min, max) pair")
+        angles = (-float(degrees), float(degrees))
+    else:
+        angles = _pair(degrees, "degrees")
+    zooms = _pair(scale, "scale")
+    if zooms[0] <= 0:
+        raise ValueError(f"scale={list(zooms)} must be a (min, max) pair of zoom factors > 0")
+    return angles, zooms
+
+
+def _pair(value, name: str) -> Tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a (min, max) pair of numbers") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"{name}={[low, high]} must be a finite (min, max) pair with min <= max")
+    return low, high
+
+
+def sample_affine_params(n: int, degrees: Tuple[float, float], scale: Tuple[float, float],
+                         generator: Optional[torch.Generator] = None,
+                         device: Optional[torch.device] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """n angles (degrees) ~ U(degrees) and n zoom factors ~ U(scale), float32 on `device`, angles drawn first."""
+    angles = torch.rand(n, generator=generator, device=device) * (degrees[1] - degrees[0]) + degrees[0]
+    zooms = torch.rand(n, generator=generator, device=device) * (scale[1] - scale[0]) + scale[0]
+    return angles, zooms
+
+
+def affine_transform(x: torch.Tensor, angles: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Rotate sample n of a float N x C x H x W batch by angles[n] degrees (clockwise, as torchvision's
+    `F.affine`) and zoom it by scales[n] about the image centre; nearest-neighbour, zero outside.
+
+    Output pixel p (centre-relative pixel coordinates) reads input pixel M^-1 p with M^-1 the inverse of
+    rotation times zoom: torchvision's tensor `F.affine` with translate=0 and shear=0 (`_get_inverse_affine_matrix`),
+    rescaled to grid_sample's [-1, 1] coordinates (align_corners=False), for the whole batch at once.
+    """
+    n, _, h, w = x.shape
+    rad = torch.deg2rad(angles.to(device=x.device, dtype=torch.float64))
+    inv = 1.0 / scales.to(device=x.device, dtype=torch.float64)
+    cos, sin = torch.cos(rad) * inv, torch.sin(rad) * inv
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, sin * (h / w), zero], 1),
+                         torch.stack([-sin * (w / h), cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(x: torch.Tensor, degrees: Tuple[float, float], scale: Tuple[float, float],
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """RandomAffine(degrees, scale=scale) on every sample independently (float batch in, float batch out)."""
+    angles, scales = sample_affine_params(x.shape[0], degrees, scale, generator, x.device)
+    return affine_transform(x, angles, scales)
+
+
 class DeviceAugment:
     """Training-batch transform: uint8/float N x C x H x W on any device -> normalised float32.
 
     kind: "none" (scale + normalise) | "cifar" (reflect-pad crop, flip, normalise, cutout) |
-        "crop_flip" (the same without cutout: HPN's CIFAR recipe).
-    `padding` and `cutout_size` (0 disables either) default to the CIFAR recipe's 4 and 8.
+        "crop_flip" (the same without cutout: HPN's CIFAR recipe) | "affine" (random rotation + zoom,
+        then normalise: RandomAffine(degrees, scale=scale), metric-guided prototypes' MNIST recipe).
+    `padding` and `cutout_size` (0 disables either) default to the CIFAR recipe's 4 and 8; `degrees`
+    (d: angles in (-d, d), or a (min, max) pair) and `scale` ((min, max) zoom) to the MNIST recipe's 40 and
+    (1.3, 1.3). Each kind ignores the other kinds' parameters.
     """
 
-    KINDS = ("none", "cifar", "crop_flip")
+    KINDS = ("none", "cifar", "crop_flip", "affine")
 
     def __init__(self, kind: str, mean: Sequence[float], std: Sequence[float], padding: int = 4,
-                 cutout_size: int = 8) -> None:
+                 cutout_size: int = 8, degrees: Degrees = 40.0, scale: Sequence[float] = (1.3, 1.3)) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"augmentation kind must be one of {self.KINDS}, got {kind!r}")
         self.kind = kind
         self.mean, self.std = tuple(mean), tuple(std)
         self.padding, self.cutout_size = int(padding), int(cutout_size)
+        self.degrees, self.scale = affine_ranges(degrees, scale)
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if self.kind in ("cifar", "crop_flip"):
             x = random_crop_flip(x, self.padding, generator)
+        elif self.kind == "affine":  # on [0, 1] values, so the zero fill is black as RandomAffine's fill=0
+            x = random_affine(_as_float(x), self.degrees, self.scale, generator)
         x = eval_transform(x, self.mean, self.std)
         if self.kind == "cifar" and self.cutout_size > 0:
             x = cutout(x, self.cutout_size, generator)
         return x
 
     def __repr__(self) -> str:
+        if self.kind == "affine":
+            return f"DeviceAugment(kind='affine', degrees={self.degrees}, scale={self.scale})"
         return f"DeviceAugment(kind={self.kind!r}, padding={self.padding}, cutout_size={self.cutout_size})"

@@ -181,7 +181,10 @@ class DataSplits:
     mean/std: per-channel normalisation applied on the device after augmentation (TensorSplit only;
         FileSplit transforms normalise themselves).
     train_augment: name of the on-device augmentation for TensorSplit training batches:
-        "none" | "cifar" (reflect-pad-4 random crop, horizontal flip, 8x8 cutout).
+        "none" | "cifar" (reflect-pad-4 random crop, horizontal flip, 8x8 cutout) | "crop_flip" |
+        "affine" (random rotation + zoom); `augment.DeviceAugment.KINDS`.
+    train_augment_params: keyword arguments of `augment.DeviceAugment` for it (e.g. {"degrees": 40,
+        "scale": (1.3, 1.3)} for "affine"); empty: the kind's defaults.
     unseen_label: label of val/test items whose class never occurs in training (OmniArt with
         `unseen_test_styles="keep"`: -1), exempt from the label-range check; None: no such items.
 
@@ -204,6 +207,7 @@ class DataSplits:
     class_names: Optional[Sequence[str]] = None
     extras: dict = field(default_factory=dict)
     unseen_label: Optional[int] = None
+    train_augment_params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split_name in ("train", "val", "test"):

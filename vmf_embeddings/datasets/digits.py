@@ -3,6 +3,8 @@ scikit-learn, so smoke tests and first runs need no download and load in well un
 
 from __future__ import annotations
 
+from typing import Sequence, Union
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,12 +26,21 @@ def load_digits(
     image_size: int = 28,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    augment: str = "none",
+    affine_degrees: Union[float, Sequence[float]] = 40.0,
+    affine_scale: Sequence[float] = (1.3, 1.3),
 ) -> DataSplits:
     """Seeded class-stratified train/val/test split (70/15/15 by default) of the 1,797 sklearn digits.
 
     `dataset_path` is accepted for the common loader signature and ignored (the data is bundled).
+    `augment`, `affine_degrees`, `affine_scale`: the training batches' on-device augmentation, as
+    `torchvision_sets.load_mnist`'s ("none" by default; "affine": RandomAffine(40, scale=(1.3, 1.3))).
     """
     from sklearn.datasets import load_digits as sk_load_digits
+
+    from .torchvision_sets import _check_augment
+
+    augment_params = _check_augment(augment, affine_degrees, affine_scale)
 
     bunch = sk_load_digits()
     images = _upscale(bunch.data, image_size)
@@ -55,7 +66,8 @@ def load_digits(
         image_size=image_size,
         mean=(0.0,),
         std=(1.0,),
-        train_augment="none",
+        train_augment=augment,
+        train_augment_params=augment_params,
         class_names=[str(i) for i in range(10)],
     )
 

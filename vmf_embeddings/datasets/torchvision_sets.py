@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import List, Optional, Sequence, Tuple, Type
+from typing import List, Optional, Sequence, Tuple, Type, Union
 from urllib.error import URLError
 
 import numpy as np
@@ -154,6 +154,7 @@ def _load(
     std: Sequence[float],
     train_augment: str,
     val_fraction: float,
+    train_augment_params: Optional[dict] = None,
 ) -> DataSplits:
     try:
         train_set = cls(root=dataset_path, train=True, download=download)
@@ -200,34 +201,63 @@ def _load(
         mean=tuple(mean),
         std=tuple(std),
         train_augment=train_augment,
+        train_augment_params=dict(train_augment_params or {}),
         class_names=list(train_set.classes),
     )
 
 
-def load_mnist(dataset_path: str, seed: int = 1234, download: bool = True, val_fraction: float = 0.15) -> DataSplits:
-    """MNIST from `<dataset_path>/MNIST/raw/` (torchvision layout); pixels/255, no normalisation."""
+def load_mnist(
+    dataset_path: str,
+    seed: int = 1234,
+    download: bool = True,
+    val_fraction: float = 0.15,
+    augment: str = "none",
+    affine_degrees: Union[float, Sequence[float]] = 40.0,
+    affine_scale: Sequence[float] = (1.3, 1.3),
+) -> DataSplits:
+    """MNIST from `<dataset_path>/MNIST/raw/` (torchvision layout); pixels/255, no normalisation.
+    augment: "none" (default) or "affine" (RandomAffine(affine_degrees, scale=affine_scale) on the device;
+    the defaults are metric-guided prototypes' MNIST recipe), or any other `DeviceAugment` kind."""
     from torchvision.datasets import MNIST
 
+    params = _check_augment(augment, affine_degrees, affine_scale)
     return _load(MNIST, "mnist", dataset_path, seed, download, _MNIST_FILES.format(folder="MNIST"),
-                 (0.0,), (1.0,), "none", val_fraction)
+                 (0.0,), (1.0,), augment, val_fraction, params)
 
 
 def load_fashion_mnist(
-    dataset_path: str, seed: int = 1234, download: bool = True, val_fraction: float = 0.15
+    dataset_path: str,
+    seed: int = 1234,
+    download: bool = True,
+    val_fraction: float = 0.15,
+    augment: str = "none",
+    affine_degrees: Union[float, Sequence[float]] = 40.0,
+    affine_scale: Sequence[float] = (1.3, 1.3),
 ) -> DataSplits:
-    """FashionMNIST from `<dataset_path>/FashionMNIST/raw/`; pixels/255, no normalisation."""
+    """FashionMNIST from `<dataset_path>/FashionMNIST/raw/`; pixels/255, no normalisation; augment as load_mnist's."""
     from torchvision.datasets import FashionMNIST
 
+    params = _check_augment(augment, affine_degrees, affine_scale)
     return _load(FashionMNIST, "fashion_mnist", dataset_path, seed, download,
-                 _MNIST_FILES.format(folder="FashionMNIST"), (0.0,), (1.0,), "none", val_fraction)
+                 _MNIST_FILES.format(folder="FashionMNIST"), (0.0,), (1.0,), augment, val_fraction, params)
 
 
-def _check_augment(augment: str) -> None:
-    from vmf_embeddings.datasets.augment import DeviceAugment
+def _check_augment(augment: str, affine_degrees: Union[float, Sequence[float], None] = None,
+                   affine_scale: Optional[Sequence[float]] = None) -> dict:
+    """Refuse an unknown `dataset.loader.augment` (and, for "affine", bad affine_degrees / affine_scale) in one
+    line; return the `DeviceAugment` keyword arguments the loader's DataSplits carries (`train_augment_params`)."""
+    from vmf_embeddings.datasets.augment import DeviceAugment, affine_ranges
     from vmf_embeddings.errors import ConfigError
 
     if augment not in DeviceAugment.KINDS:
         raise ConfigError(f"dataset.loader.augment={augment!r} is not one of {DeviceAugment.KINDS}")
+    if augment != "affine" or (affine_degrees is None and affine_scale is None):
+        return {}
+    try:
+        degrees, scale = affine_ranges(affine_degrees, affine_scale)
+    except ValueError as err:
+        raise ConfigError(f"dataset.loader.affine_{err}") from None
+    return {"degrees": degrees, "scale": scale}
 
 
 def load_cifar10(

@@ -5,8 +5,10 @@ compares method, dataset or geometry names:
 
 - classification (the npz holds `log_probs`, the head's predictive log-probabilities written at
   extraction; files of older versions hold `logits`, whose softmax is used): accuracy, top5_accuracy
-  when C > 5, ece, mce, ece_l2_em15, nll, brier; `reliability_<split>.png` in the run dir.
+  when C > 5, ece, mce, ece_l2_em15, nll, brier; `reliability_<split>.png` in the run dir (`eval.plots`).
   Sampled predictions (vMF's Monte Carlo) are drawn at extraction (`eval.vmf_samples`, `eval.seed`).
+- plot (`eval.plots`, test embeddings of width 2): `embeddings_test.png`, the stored test embeddings by class
+  with the npz's class prototypes (`vmf_embeddings.eval.plots.embedding_scatter`).
 - retrieval on `test` (and on `val` for open-set data: `dataset.open_set`), in the geometry the npz
   names (`vmf_embeddings.eval.geometry`, its parameters read from the npz): recall@K with K from
   `eval.recall_ks`, else `dataset.recall_ks`, else 1, 2, 4, 8; precision@1, r_precision, map@r (PML
@@ -15,7 +17,8 @@ compares method, dataset or geometry names:
   adds the sampled retrieval: mc_recall@1 (majority vote), mc_precision@1, mc_r_precision, mc_map@r
   over `eval.vmf_retrieval_samples` draws (default eval.vmf_samples; 0 skips).
 - regression (`targets` and `predictions` in the npz, target units): mae, rmse -- any task, any split.
-- hierarchy (a C x C cost matrix: npz key `cost_matrix` or `eval.cost_matrix: path.npy`):
+- hierarchy (a C x C cost matrix: `eval.cost_matrix` = tree | lca | ordinal (from the run's dataset) or a path
+  to a .npy, else the run's `cost_matrix.npy` written by training):
   error_rate, avg_cost, mean_mistake_cost.
 - few-shot (`eval.few_shot: {n_way, k_shot, n_query, n_episodes}` or a list of them; val/test):
   fewshot_<N>way<K>shot and ..._ci95 (mean episode accuracy, 95% half-width, ddof=1).
@@ -189,20 +192,58 @@ def _log_probs(split: Split) -> Optional[torch.Tensor]:
     return None
 
 
+#: eval.cost_matrix values computed from the run's dataset config instead of read from a file
+NAMED_COSTS = ("tree", "lca", "ordinal")
+
+
 def _cost_matrix(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Optional[np.ndarray]:
-    if split.get("cost_matrix") is not None:
-        return split.get("cost_matrix")
-    path = opts.get("cost_matrix")
-    if not path and (rd.path / "cost_matrix.npy").is_file():  # written by training with cost=<tree|lca|...>
-        path = rd.path / "cost_matrix.npy"
-    if not path:
+    """eval.cost_matrix (a cost name or a .npy path) first, then the matrix training stored."""
+    choice = opts.get("cost_matrix")
+    if choice in NAMED_COSTS:  # e.g. train with cost=ordinal, measure mistakes on the dataset's hierarchy
+        from vmf_embeddings.costs import lca_cost, ordinal_cost, tree_cost
+
+        n_classes = int(rd.cfg("dataset.n_train_classes"))
+        if choice == "ordinal":
+            return ordinal_cost(n_classes)
+        return (tree_cost if choice == "tree" else lca_cost)(n_classes, rd.cfg("dataset.hierarchy"))
+    if not choice:
+        if split.get("cost_matrix") is not None:
+            return split.get("cost_matrix")
+        if (rd.path / "cost_matrix.npy").is_file():  # written by training with cost=<tree|lca|...>
+            choice = rd.path / "cost_matrix.npy"
+    if not choice:
         return None
-    p = Path(path)
+    p = Path(choice)
     if not p.is_absolute():
         p = rd.path / p
     if not p.is_file():
-        raise RunDirError(f"{p}: eval.cost_matrix file not found; point eval.cost_matrix at a C x C .npy file")
-    return np.load(p)
+        raise RunDirError(f"{p}: eval.cost_matrix file not found; point eval.cost_matrix at a C x C .npy file or "
+                          f"name one of {', '.join(NAMED_COSTS)}")
+    return np.load(p, allow_pickle=False)
+
+
+def _embedding_plot(rd: RunDir, split: Split, geometry: str, task: str, open_set: bool) -> None:
+    """`embeddings_<split>.png`: the split's 2-D embeddings by class, with the npz's C x 2 `prototypes` when
+    they are the classes the labels index (not for open-set data, whose test classes are not the training
+    classes, nor for regression, whose prototypes are target bounds). Skipped when matplotlib is missing."""
+    try:
+        import importlib
+
+        importlib.import_module("matplotlib")
+        from .plots import embedding_scatter, embedding_space
+    except ImportError:
+        log.warning("matplotlib is not installed: skipping embeddings_%s.png", split.name)
+        return
+    prototypes = split.get("prototypes")
+    labels = split.labels
+    if (prototypes is None or open_set or task == "regression" or prototypes.ndim != 2 or prototypes.shape[1] != 2
+            or prototypes.dtype.kind not in "fiu" or not np.isfinite(prototypes).all()
+            or (len(labels) and (labels.min() < 0 or labels.max() >= len(prototypes)))):
+        prototypes = None
+    title = (f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name} (n={len(labels)})\n"
+             f"{embedding_space(geometry)}")
+    embedding_scatter(split.embeddings, labels, rd.path / f"embeddings_{split.name}.png", prototypes=prototypes,
+                      title=title)
 
 
 def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, Any]:
@@ -236,6 +277,8 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
                                 title=f"{title}: ECE {out['ece']:.4f}")
     if split.get("targets") is not None and split.get("predictions") is not None:
         out.update(regression_metrics(split.get("predictions"), split.get("targets")))
+    if opts["plots"] and split.name == "test" and split.embeddings.shape[1] == 2:
+        _embedding_plot(rd, split, geometry.name, task, open_set)
     wants_retrieval = task != "regression" and (split.name == "test" or (open_set and split.name == "val"))
     if wants_retrieval and len(split.labels) > 1:
         ks = opts["recall_ks"] or rd.cfg("dataset.recall_ks") or DEFAULT_KS

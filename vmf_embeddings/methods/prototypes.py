@@ -9,6 +9,8 @@ DeepNCM: Guerriero et al., ICLR workshops 2018).
   s* = sum a / sum a^2, a = d / D (default), the fixed-scale one (s = 1, the original before its July 2021
   change), or the rank loss over sampled class triplets (softplus form: the original's log(1 + exp) overflowed).
   Vectorised over the C x C matrix.
+- `FixedPrototypes`: prototypes embedded from D alone before training (`embed_nomenclature`: SGD on the
+  fixed-scale distortion or the rank loss from a uniform start, as the original), cached on disk, then frozen.
 - `DeepNCM`: running class means updated in training mode before the logits -|f(x) - mu_c|^2, with the
   per-class counters in registered buffers (the original kept them outside the state dict, so a resumed run
   restarted its means' weights).
@@ -19,6 +21,10 @@ Departures: no CUDA hard-coding (the original defaulted to device="cuda"); a zer
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
@@ -29,6 +35,9 @@ from torch import nn
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.methods.base import Method
 from vmf_embeddings.methods.clustering import class_means
+from vmf_embeddings.methods.cost_sensitive import CostMatrixMixin
+
+log = logging.getLogger(__name__)
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine", "pseudo_huber")
 #: distance options measured between unit vectors (searched in the cosine geometry)
@@ -78,15 +87,19 @@ def scale_free_distortion(prototypes: torch.Tensor, cost: torch.Tensor, distance
     return (a / median - 1).abs().mean()
 
 
-def rank_loss(prototypes: torch.Tensor, cost: torch.Tensor, n_triplets: int, generator: torch.Generator,
-              distance: str = "euclidean") -> torch.Tensor:
-    """Mean BCE of sigmoid(d_ij - d_ik) against [D_ij > D_ik] over sampled triplets of distinct classes."""
+def rank_loss(prototypes: torch.Tensor, cost: torch.Tensor, n_triplets: int,
+              generator: Optional[torch.Generator] = None, distance: str = "euclidean") -> torch.Tensor:
+    """Mean BCE of sigmoid(d_ij - d_ik) against [D_ij > D_ik] over sampled triplets of distinct classes.
+
+    Without a `generator` the triplets come from the global RNG on the cost's device (checkpointed with the run,
+    and no host-to-device copy per step)."""
     c = cost.shape[0]
     if c < 3:
         raise ConfigError(f"method.params.regularizer=rank needs >= 3 classes for triplets, the dataset has {c}")
-    i = torch.randint(0, c, (n_triplets,), generator=generator)
-    off_j = torch.randint(1, c, (n_triplets,), generator=generator)
-    off_k = torch.randint(1, c - 1, (n_triplets,), generator=generator)
+    device = cost.device if generator is None else generator.device
+    i = torch.randint(0, c, (n_triplets,), generator=generator, device=device)
+    off_j = torch.randint(1, c, (n_triplets,), generator=generator, device=device)
+    off_k = torch.randint(1, c - 1, (n_triplets,), generator=generator, device=device)
     off_k = off_k + (off_k >= off_j).long()  # skip j: three distinct classes
     i, j, k = (t.to(cost.device) for t in (i, (i + off_j) % c, (i + off_k) % c))
     d = pairwise_distances(prototypes, distance)
@@ -127,8 +140,10 @@ class LearntPrototypes(Method):
         return {"prototypes": self.prototypes.detach().float().cpu().numpy()}
 
 
-class GuidedPrototypes(LearntPrototypes):
+class GuidedPrototypes(CostMatrixMixin, LearntPrototypes):
     """Learnt prototypes + lambda x (distortion | rank) against the run's class cost matrix."""
+
+    method_name = "guided_prototypes"
 
     def __init__(self, embedding_dim: int, n_classes: int, distance: str = "euclidean", huber_delta: float = 1.0,
                  regularizer: str = "distortion", weight: float = 1.0, n_triplets: int = 10, seed: int = 0) -> None:
@@ -136,20 +151,7 @@ class GuidedPrototypes(LearntPrototypes):
         if regularizer not in REGULARIZERS:
             raise ConfigError(f"method.params.regularizer={regularizer!r} must be one of {REGULARIZERS}")
         self.regularizer, self.weight, self.n_triplets = regularizer, float(weight), int(n_triplets)
-        self.register_buffer("cost", torch.zeros(int(n_classes), int(n_classes)))
-        self.register_buffer("has_cost", torch.tensor(False))
-        self._generator = torch.Generator().manual_seed(int(seed) + 1)
-
-    def set_cost(self, cost: Optional[np.ndarray]) -> None:
-        if cost is None:
-            raise ConfigError("method=guided_prototypes needs a class cost matrix: add cost=tree (or lca, ordinal, "
-                              "csv cost.path=...)")
-        self.cost.copy_(torch.as_tensor(cost, dtype=self.cost.dtype))
-        self.has_cost.fill_(True)
-
-    def on_train_start(self, context, resumed: bool) -> None:
-        if not resumed:
-            self.set_cost(getattr(context, "cost_matrix", None))
+        self._init_cost(n_classes)
 
     @property
     def metric(self) -> str:
@@ -159,7 +161,7 @@ class GuidedPrototypes(LearntPrototypes):
     def regularization(self) -> torch.Tensor:
         metric = self.metric
         if self.regularizer == "rank":
-            return rank_loss(self.prototypes, self.cost, self.n_triplets, self._generator, metric)
+            return rank_loss(self.prototypes, self.cost, self.n_triplets, None, metric)
         return distortion_loss(self.prototypes, self.cost, self.regularizer in SCALE_FREE, metric)
 
     def loss(self, embeddings, labels, targets=None):
@@ -167,6 +169,89 @@ class GuidedPrototypes(LearntPrototypes):
 
     def tracked_scalars(self) -> Dict[str, float]:
         return {"prototype_distortion": float(scale_free_distortion(self.prototypes, self.cost, self.metric))}
+
+
+EMBED_LOSSES = ("distortion", "rank")
+
+
+def embed_nomenclature(cost: np.ndarray, dim: int, loss: str = "distortion", steps: int = 1000, lr: float = 1.0,
+                       momentum: float = 0.9, weight_decay: float = 1e-4, n_triplets: int = 1000, seed: int = 0,
+                       distance: str = "euclidean") -> np.ndarray:
+    """C x dim prototypes whose distances follow the cost matrix, before any data is seen (the original's
+    `embed_nomenclature`): uniform [0, 1) start, SGD with momentum on the fixed-scale squared distortion (a
+    relative-stress metric MDS) or on the rank loss. The rank loss only orders distances, and it drives the
+    closest classes (e.g. siblings) together without bound, so rank-placed prototypes of siblings nearly merge."""
+    if loss not in EMBED_LOSSES:
+        raise ConfigError(f"method.params.embed_loss={loss!r} must be one of {EMBED_LOSSES}")
+    generator = torch.Generator().manual_seed(int(seed))
+    d = torch.as_tensor(np.asarray(cost), dtype=torch.float64)
+    points = torch.rand(d.shape[0], int(dim), generator=generator, dtype=torch.float64).requires_grad_(True)
+    optimizer = torch.optim.SGD([points], lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay))
+    for _ in range(int(steps)):
+        optimizer.zero_grad()
+        value = (rank_loss(points, d, int(n_triplets), generator, distance) if loss == "rank"
+                 else distortion_loss(points, d, scale_free=False, distance=distance))
+        value.backward()
+        optimizer.step()
+    out = points.detach().numpy()
+    if not np.isfinite(out).all():
+        raise ConfigError(f"embedding the cost matrix diverged (lr={lr}); lower method.params.embed_lr")
+    return out
+
+
+def cached_nomenclature(cost: np.ndarray, dim: int, cache_dir: Optional[str], **options) -> np.ndarray:
+    """`embed_nomenclature`, computed once per (cost matrix, dim, options) and kept under `cache_dir`."""
+    if not cache_dir:
+        return embed_nomenclature(cost, dim, **options)
+    from vmf_embeddings.checkpoint import atomic_write
+
+    key = hashlib.sha1(np.ascontiguousarray(cost, dtype=np.float64).tobytes()
+                       + json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"nomenclature-{cost.shape[0]}c-{int(dim)}d-{key}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (cost.shape[0], int(dim)) and np.isfinite(cached).all():
+                return cached
+        except (ValueError, OSError):
+            pass
+        log.warning("ignoring the unusable cached prototypes %s; embedding the cost matrix again", path)
+    out = embed_nomenclature(cost, dim, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: np.save(handle, out))
+    return out
+
+
+class FixedPrototypes(CostMatrixMixin, LearntPrototypes):
+    """Prototypes embedded from the cost matrix alone when training starts, then frozen; cross-entropy only."""
+
+    method_name = "fixed_prototypes"
+
+    def __init__(self, embedding_dim: int, n_classes: int, distance: str = "euclidean", huber_delta: float = 1.0,
+                 embed_loss: str = "distortion", embed_steps: int = 1000, embed_lr: float = 1.0,
+                 embed_momentum: float = 0.9, embed_weight_decay: float = 1e-4, n_triplets: int = 1000,
+                 seed: int = 0, cache_dir: Optional[str] = None) -> None:
+        super().__init__(embedding_dim, n_classes, distance, huber_delta, seed)
+        if embed_loss not in EMBED_LOSSES:
+            raise ConfigError(f"method.params.embed_loss={embed_loss!r} must be one of {EMBED_LOSSES}")
+        initial = self.prototypes.detach().clone()
+        del self.prototypes  # a buffer, not a parameter: frozen, yet saved in every checkpoint
+        self.register_buffer("prototypes", initial)
+        self._init_cost(n_classes)
+        self.cache_dir = cache_dir
+        self.options = dict(loss=embed_loss, steps=int(embed_steps), lr=float(embed_lr),
+                            momentum=float(embed_momentum), weight_decay=float(embed_weight_decay),
+                            n_triplets=int(n_triplets), seed=int(seed), distance=self.geometry)
+
+    def on_train_start(self, context, resumed: bool) -> None:
+        super().on_train_start(context, resumed)
+        if not resumed:
+            cost = self.cost.double().cpu().numpy()
+            placed = cached_nomenclature(cost, self.prototypes.shape[1], self.cache_dir, **self.options)
+            self.prototypes.copy_(torch.as_tensor(placed, dtype=self.prototypes.dtype))
+
+    def tracked_scalars(self) -> Dict[str, float]:
+        return {"prototype_distortion": float(scale_free_distortion(self.prototypes, self.cost, self.geometry))}
 
 
 class DeepNCM(Method):
@@ -197,39 +282,3 @@ class DeepNCM(Method):
 
     def export(self) -> Dict[str, np.ndarray]:
         return {"prototypes": self.means.detach().float().cpu().numpy()}
-
-
-def soft_targets(cost: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
-    """Soft labels (Bertinetto et al., CVPR 2020): softmax_i(-beta D[y, i] / max D) for each label y."""
-    scale = cost.max().clamp_min(1e-12)
-    return torch.softmax(-float(beta) * cost[labels] / scale, dim=-1)
-
-
-class SoftLabels(Method):
-    """A linear classifier trained with cross-entropy against soft labels from the class cost matrix."""
-
-    geometry = "euclidean"
-
-    def __init__(self, embedding_dim: int, n_classes: int, beta: float = 10.0) -> None:
-        super().__init__()
-        self.classifier = nn.Linear(int(embedding_dim), int(n_classes), bias=False)
-        self.beta = float(beta)
-        self.register_buffer("cost", torch.zeros(int(n_classes), int(n_classes)))
-
-    def on_train_start(self, context, resumed: bool) -> None:
-        cost = getattr(context, "cost_matrix", None)
-        if cost is None:
-            raise ConfigError("method=soft_labels needs a class cost matrix: add cost=tree (or lca, ordinal, csv "
-                              "cost.path=...)")
-        if not resumed:
-            self.cost.copy_(torch.as_tensor(cost, dtype=self.cost.dtype))
-
-    def logits(self, embeddings, n_samples=None, generator=None):
-        return self.classifier(embeddings)
-
-    def loss(self, embeddings, labels, targets=None):
-        target = soft_targets(self.cost.to(embeddings.dtype), labels, self.beta)
-        return -(target * F.log_softmax(self.logits(embeddings), dim=-1)).sum(-1).mean()
-
-    def export(self) -> Dict[str, np.ndarray]:
-        return {"weights": self.classifier.weight.detach().float().cpu().numpy()}

@@ -1,0 +1,1 @@
+"""Reusable layers (the spherization layer and the layers built on it)."""
