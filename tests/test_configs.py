@@ -308,4 +308,4 @@ def test_hpn_experiment_files_keep_the_official_settings(experiment):
 def test_every_experiment_file_composes_and_validates(experiment):
     cfg = compose_config([f"experiment={experiment}"])
     validate(cfg)
-    assert cfg.method.name in experiment or experiment.startswith(("vmf_", "hpn_", "protonets_", "mgp_"))
+    assert cfg.method.name in experiment or experiment.startswith(("vmf_", "hpn_", "protonets_", "mgp_", "sph_"))

@@ -110,7 +110,8 @@ def build_model(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> Emb
 
 
 class Spherized(nn.Module):
-    """A backbone whose output is a pre-activation, followed by the spherization layer (one more dimension)."""
+    """A backbone whose output is a pre-activation, followed by the spherization layer (one more dimension).
+    Extraction records the layer's input z and output x (`layers.spherization.recording_projection`)."""
 
     def __init__(self, backbone: nn.Module, spherization: nn.Module) -> None:
         super().__init__()

@@ -6,8 +6,9 @@ works, its training-only keys are ignored. Each file holds what `vmf_embeddings.
 computes: `embeddings` (N x D float32, the vectors retrieval searches: for vMF z = s f(x), whose norm is
 kappa), `labels` (N int64), `log_probs` (N x C predictive log-probabilities of closed-set methods; vMF's
 Monte-Carlo prediction drawn `eval.vmf_samples` times, seeded by `eval.seed`), `targets` / `predictions`
-(regression), per-sample extras (vMF `kappa`); plus `geometry` and its parameters (e.g. `curvature`),
-`method`, `task`, `epoch`, and the state the head exports (class weights, temperature, prototypes).
+(regression), per-sample extras (vMF `kappa`; `projection_input` / `projection_output` for the overlap
+analysis: an angular head's, or on the test split a spherization layer's z and x); plus `geometry` and its
+parameters (e.g. `curvature`), `method`, `task`, `epoch`, and the state the head exports (class weights, temperature, prototypes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vmf_embeddings import checkpoint
 from vmf_embeddings.build import build_data, build_model
+from vmf_embeddings.layers.spherization import recording_projection
 from vmf_embeddings.data_source import BatchSource
 from vmf_embeddings.embedding import embed_split, head_outputs
 from vmf_embeddings.errors import CheckpointError
@@ -84,15 +86,20 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for split_name in mode.splits:
-        split = embedded.get(split_name)
+        split, projection = embedded.get(split_name), None
         if split is None:
             source = BatchSource(getattr(data, split_name), data, device, "none", workers)
-            split = embed_split(model, source, batch_size, amp)
+            # test split: a spherization layer's input and output for the overlap analysis (layers.spherization.recording_projection)
+            with recording_projection(model, enabled=split_name == "test") as projection:
+                split = embed_split(model, source, batch_size, amp)
         # Sampled predictions on a large training split are costly: skipped unless eval.mc_on_train.
         with_log_probs = (head.predicts_classes and not data.open_set
                           and not (split_name == "train" and head.sampled_prediction and not mc_on_train))
         outputs = head_outputs(head, split, with_log_probs, n_samples=n_samples, seed=seed)
         arrays = {key: value.detach().cpu().numpy() for key, value in outputs.items()}
+        if projection is not None:  # a head's own projection arrays (angular_softmax) take precedence
+            for key, value in projection.arrays().items():
+                arrays.setdefault(key, value)
         original = data.extras.get("original_labels", {}).get(split_name)
         if original is not None:  # open-set data: class ids before the per-split re-indexing
             arrays["original_ids"] = np.asarray(original, dtype=np.int64)

@@ -55,6 +55,9 @@ class EvalOptions:
     backend: str = "auto"  # kNN backend: auto | faiss | numpy | torch
     device: Optional[str] = None  # evaluation device; null = CUDA when present
     plots: bool = True  # reliability_<split>.png (and embeddings_test.png for 2-D runs) beside metrics.json
+    # relative tolerance of the projection analysis (n_overlap, n_overlap_errors, overlap_error_ratio; a
+    # reconstruction, vmf_embeddings/eval/overlap.py): outputs within tol * max norm are "the same point"
+    overlap_tol: float = 1e-6
 
 
 EVAL_DEFAULTS: Dict[str, Any] = asdict(EvalOptions())

@@ -274,3 +274,22 @@ def test_affine_on_cuda_matches_cpu_and_its_own_generator():
     on_gpu = affine_transform(x.float() / 255, angles.cuda(), torch.full((64,), 1.3, device="cuda"))
     on_cpu = affine_transform(x.cpu().float() / 255, angles, torch.full((64,), 1.3))
     assert _mismatch(on_gpu.cpu(), on_cpu) < 0.01
+
+
+def test_crop_flip_rotate_rotates_within_15_degrees_after_crop_and_flip():
+    from vmf_embeddings.datasets.augment import DeviceAugment, random_crop_flip, sample_affine_params
+
+    aug = DeviceAugment("crop_flip_rotate", mean=(0.0,), std=(1.0,))
+    assert aug.degrees == (-15.0, 15.0) and aug.scale == (1.0, 1.0)
+    x = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    out = aug(x, torch.Generator().manual_seed(5))
+    again = aug(x, torch.Generator().manual_seed(5))
+    assert out.shape == (6, 3, 32, 32) and out.dtype == torch.float32 and torch.equal(out, again)
+    g = torch.Generator().manual_seed(5)
+    cropped = random_crop_flip(x, 4, g)  # the same draws in the same order: crop/flip first, then the angles
+    angles, _ = sample_affine_params(6, (-15.0, 15.0), (1.0, 1.0), g)
+    assert float(angles.abs().max()) <= 15.0
+    from vmf_embeddings.datasets.augment import affine_transform
+
+    expected = affine_transform(cropped.float() / 255, angles, torch.ones(6))
+    torch.testing.assert_close(out, expected)

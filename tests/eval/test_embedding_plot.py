@@ -69,11 +69,23 @@ def test_2d_run_writes_the_scatter(tmp_path):
     assert (run / "reliability_test.png").is_file()
 
 
-def test_3d_run_writes_no_scatter(tmp_path):
-    run = make_run(tmp_path, d=3)
+def test_4d_run_writes_no_scatter(tmp_path):
+    run = make_run(tmp_path, d=4)
     evaluate_run(run)
     assert not (run / "embeddings_test.png").exists()
     assert (run / "reliability_test.png").is_file()
+
+
+def test_3d_run_writes_a_3d_scatter_with_its_sphere(tmp_path, monkeypatch):
+    calls, real = [], plots.sphere_scatter
+    monkeypatch.setattr(plots, "sphere_scatter", lambda *a, **k: calls.append((a, k)))
+    run = make_run(tmp_path, d=3)
+    evaluate_run(run)
+    assert calls and calls[0][0][0].shape[1] == 3
+    points = np.abs(np.random.default_rng(0).normal(size=(60, 3)))
+    points = 5 * points / np.linalg.norm(points, axis=1, keepdims=True)  # on the radius-5 octant
+    path = real(points, np.arange(60) % 3, tmp_path / "sphere.png", title="spherized")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
 @pytest.mark.parametrize("how", ["config", "option"])

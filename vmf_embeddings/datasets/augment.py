@@ -151,26 +151,32 @@ class DeviceAugment:
 
     kind: "none" (scale + normalise) | "cifar" (reflect-pad crop, flip, normalise, cutout) |
         "crop_flip" (the same without cutout: HPN's CIFAR recipe) | "affine" (random rotation + zoom,
-        then normalise: RandomAffine(degrees, scale=scale), metric-guided prototypes' MNIST recipe).
+        then normalise: RandomAffine(degrees, scale=scale), metric-guided prototypes' MNIST recipe) |
+        "crop_flip_rotate" (crop, flip, then RandomRotation(degrees): the spherization paper's CIFAR-100 recipe).
     `padding` and `cutout_size` (0 disables either) default to the CIFAR recipe's 4 and 8; `degrees`
-    (d: angles in (-d, d), or a (min, max) pair) and `scale` ((min, max) zoom) to the MNIST recipe's 40 and
-    (1.3, 1.3). Each kind ignores the other kinds' parameters.
+    (d: angles in (-d, d), or a (min, max) pair; None: 40 for "affine", 15 for "crop_flip_rotate") and `scale`
+    ((min, max) zoom, "affine" only) to the MNIST recipe's (1.3, 1.3). Each kind ignores the other kinds' parameters.
     """
 
-    KINDS = ("none", "cifar", "crop_flip", "affine")
+    KINDS = ("none", "cifar", "crop_flip", "affine", "crop_flip_rotate")
+    DEFAULT_DEGREES = {"affine": 40.0, "crop_flip_rotate": 15.0}
 
     def __init__(self, kind: str, mean: Sequence[float], std: Sequence[float], padding: int = 4,
-                 cutout_size: int = 8, degrees: Degrees = 40.0, scale: Sequence[float] = (1.3, 1.3)) -> None:
+                 cutout_size: int = 8, degrees: Optional[Degrees] = None, scale: Sequence[float] = (1.3, 1.3)) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"augmentation kind must be one of {self.KINDS}, got {kind!r}")
         self.kind = kind
         self.mean, self.std = tuple(mean), tuple(std)
         self.padding, self.cutout_size = int(padding), int(cutout_size)
-        self.degrees, self.scale = affine_ranges(degrees, scale)
+        if degrees is None:
+            degrees = self.DEFAULT_DEGREES.get(kind, 40.0)
+        self.degrees, self.scale = affine_ranges(degrees, scale if kind == "affine" else (1.0, 1.0))
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if self.kind in ("cifar", "crop_flip"):
+        if self.kind in ("cifar", "crop_flip", "crop_flip_rotate"):
             x = random_crop_flip(x, self.padding, generator)
+        if self.kind == "crop_flip_rotate":  # zero fill on [0, 1] values, as RandomRotation(fill=0) before ToTensor
+            x = random_affine(_as_float(x), self.degrees, self.scale, generator)
         elif self.kind == "affine":  # on [0, 1] values, so the zero fill is black as RandomAffine's fill=0
             x = random_affine(_as_float(x), self.degrees, self.scale, generator)
         x = eval_transform(x, self.mean, self.std)
@@ -179,6 +185,6 @@ class DeviceAugment:
         return x
 
     def __repr__(self) -> str:
-        if self.kind == "affine":
-            return f"DeviceAugment(kind='affine', degrees={self.degrees}, scale={self.scale})"
+        if self.kind in ("affine", "crop_flip_rotate"):
+            return f"DeviceAugment(kind={self.kind!r}, degrees={self.degrees}, scale={self.scale})"
         return f"DeviceAugment(kind={self.kind!r}, padding={self.padding}, cutout_size={self.cutout_size})"

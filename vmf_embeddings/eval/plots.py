@@ -124,3 +124,56 @@ def embedding_scatter(
     finally:
         plt.close(fig)
     return path
+
+
+def sphere_scatter(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    path: Union[str, Path],
+    title: Optional[str] = None,
+) -> Path:
+    """Save a 3-D scatter of N x 3 `embeddings` coloured by class as PNG (the spherization paper's Figure:
+    spherized 3-d MNIST embeddings on the sphere octant). When every point lies on one sphere (norms equal to
+    1e-3) its surface is drawn as a wireframe, only the positive octant when every coordinate is >= 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vmf_embeddings.checkpoint import atomic_write
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise ValueError(f"sphere_scatter needs N x 3 embeddings, got shape {x.shape}")
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} embeddings but {len(y)} labels")
+    n_classes = int(y.max()) + 1 if y.size else 1
+    colours = _colours(n_classes)
+    fig = plt.figure(figsize=(6.5, 6.0))
+    ax = fig.add_subplot(projection="3d")
+    norms = np.linalg.norm(x, axis=1)
+    if len(x) and np.ptp(norms) <= 1e-3 * max(float(norms.mean()), 1e-12):
+        radius = float(norms.mean())
+        top = np.pi / 2 if (x >= -1e-9).all() else np.pi
+        u, v = np.meshgrid(np.linspace(0, top if top < np.pi else 2 * np.pi, 16), np.linspace(0, top, 16))
+        ax.plot_wireframe(radius * np.cos(u) * np.sin(v), radius * np.sin(u) * np.sin(v), radius * np.cos(v),
+                          color="grey", linewidth=0.3, alpha=0.5)
+    for c in np.unique(y):
+        members = x[y == c]
+        ax.scatter(members[:, 0], members[:, 1], members[:, 2], s=6, alpha=0.6, color=colours[c], linewidths=0,
+                   label=str(int(c)))
+    ax.set_xlabel("dim 0")
+    ax.set_ylabel("dim 1")
+    ax.set_zlabel("dim 2")
+    if title:
+        ax.set_title(title, fontsize=8)
+    if 0 < n_classes <= MAX_QUALITATIVE:
+        ax.legend(loc="upper left", fontsize=6, markerscale=2, framealpha=0.7)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    return path

@@ -20,6 +20,9 @@ compares method, dataset or geometry names:
 - hierarchy (a C x C cost matrix: `eval.cost_matrix` = tree | lca | ordinal (from the run's dataset) or a path
   to a .npy, else the run's `cost_matrix.npy` written by training):
   error_rate, avg_cost, mean_mistake_cost.
+- projection analysis (test split, when the npz holds `projection_input` and `projection_output`: angular heads,
+  spherized runs): n_overlap, n_overlap_errors, overlap_error_ratio (#ovlp, #err, ratio of the spherization paper's
+  comparison; a reconstruction, `vmf_embeddings.eval.overlap`; tolerance `eval.overlap_tol`).
 - few-shot (`eval.few_shot: {n_way, k_shot, n_query, n_episodes}` or a list of them; val/test):
   fewshot_<N>way<K>shot and ..._ci95 (mean episode accuracy, 95% half-width, ddof=1).
 
@@ -223,27 +226,48 @@ def _cost_matrix(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Optional[np.
 
 
 def _embedding_plot(rd: RunDir, split: Split, geometry: str, task: str, open_set: bool) -> None:
-    """`embeddings_<split>.png`: the split's 2-D embeddings by class, with the npz's C x 2 `prototypes` when
+    """`embeddings_<split>.png`: 3-D embeddings in 3-D (on their sphere when they lie on one); 2-D embeddings by
+    class, with the npz's C x 2 `prototypes` when
     they are the classes the labels index (not for open-set data, whose test classes are not the training
     classes, nor for regression, whose prototypes are target bounds). Skipped when matplotlib is missing."""
     try:
         import importlib
 
         importlib.import_module("matplotlib")
-        from .plots import embedding_scatter, embedding_space
+        from .plots import embedding_scatter, embedding_space, sphere_scatter
     except ImportError:
         log.warning("matplotlib is not installed: skipping embeddings_%s.png", split.name)
         return
-    prototypes = split.get("prototypes")
     labels = split.labels
+    title = (f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name} (n={len(labels)})\n"
+             f"{embedding_space(geometry)}")
+    if split.embeddings.shape[1] == 3:  # e.g. the spherization paper's 3-d visualisation
+        sphere_scatter(split.embeddings, labels, rd.path / f"embeddings_{split.name}.png", title=title)
+        return
+    prototypes = split.get("prototypes")
     if (prototypes is None or open_set or task == "regression" or prototypes.ndim != 2 or prototypes.shape[1] != 2
             or prototypes.dtype.kind not in "fiu" or not np.isfinite(prototypes).all()
             or (len(labels) and (labels.min() < 0 or labels.max() >= len(prototypes)))):
         prototypes = None
-    title = (f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name} (n={len(labels)})\n"
-             f"{embedding_space(geometry)}")
     embedding_scatter(split.embeddings, labels, rd.path / f"embeddings_{split.name}.png", prototypes=prototypes,
                       title=title)
+
+
+def _projection_overlap(rd: RunDir, split: Split, lp: torch.Tensor, opts: Dict[str, Any]) -> Dict[str, Any]:
+    """#ovlp / #err / ratio of the projection step (vmf_embeddings/eval/overlap.py, a reconstruction)."""
+    from .overlap import projection_overlap
+
+    try:
+        tol = float(opts["overlap_tol"])
+    except (TypeError, ValueError):
+        tol = float("nan")
+    if not 0 <= tol < 1:
+        raise RunDirError(f"eval.overlap_tol={opts['overlap_tol']!r} must be a number in [0, 1) (a relative distance)")
+    correct = lp.argmax(1).numpy() == split.labels
+    try:
+        return projection_overlap(split.get("projection_input"), split.get("projection_output"), correct, tol=tol)
+    except ValueError as exc:
+        raise reextract(split.path, str(exc), rd.path) from None
 
 
 def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, Any]:
@@ -270,6 +294,9 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
             prototypes = split.get("prototypes")
             if prototypes is not None and prototypes.ndim == 2 and prototypes.shape[0] == len(cost) > 1:
                 out["prototype_distortion"] = prototype_distortion(prototypes, cost, geometry)
+        if split.name == "test" and split.get("projection_input") is not None \
+                and split.get("projection_output") is not None:
+            out.update(_projection_overlap(rd, split, lp, opts))
         if opts["plots"]:
             conf, corr = confidence_and_correct(lp, split.labels)
             title = f"{rd.cfg('method.name')} / {rd.cfg('dataset.name')} / {split.name}"
@@ -277,7 +304,7 @@ def evaluate_split(rd: RunDir, split: Split, opts: Dict[str, Any]) -> Dict[str, 
                                 title=f"{title}: ECE {out['ece']:.4f}")
     if split.get("targets") is not None and split.get("predictions") is not None:
         out.update(regression_metrics(split.get("predictions"), split.get("targets")))
-    if opts["plots"] and split.name == "test" and split.embeddings.shape[1] == 2:
+    if opts["plots"] and split.name == "test" and split.embeddings.shape[1] in (2, 3):
         _embedding_plot(rd, split, geometry.name, task, open_set)
     wants_retrieval = task != "regression" and (split.name == "test" or (open_set and split.name == "val"))
     if wants_retrieval and len(split.labels) > 1:

@@ -20,7 +20,9 @@ in their own dtype. Departures: docs/departures.md.
 from __future__ import annotations
 
 import math
-from typing import Union
+import logging
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 from torch import nn
@@ -168,4 +170,44 @@ def spherization_modules(module: nn.Module):
     return [m for m in module.modules() if isinstance(m, Spherization)]
 
 
-__all__ = ["Spherization", "SphericalLinear", "SphericalConv2d", "lower_angle", "spherization_modules"]
+class ProjectionRecord:
+    """Input and output rows of one layer over the forward passes of a `recording_projection` block."""
+
+    def __init__(self) -> None:
+        self.inputs: List[torch.Tensor] = []
+        self.outputs: List[torch.Tensor] = []
+        self.low_precision = False  # recorded under autocast (amp=true)
+
+    def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        z = args[0]
+        self.low_precision = self.low_precision or output.dtype in (torch.float16, torch.bfloat16)
+        self.inputs.append(z.detach().reshape(z.shape[0], -1).float().cpu())
+        self.outputs.append(output.detach().reshape(output.shape[0], -1).float().cpu())
+
+    def arrays(self) -> Dict[str, Any]:
+        """{"projection_input": N x n, "projection_output": N x (n + 1)} as numpy, or {} when nothing ran."""
+        if not self.inputs:
+            return {}
+        if self.low_precision:
+            logging.getLogger(__name__).warning(
+                "the spherization layer ran in half precision (amp=true): values equal at that precision count as one "
+                "point in the overlap analysis; extract with amp=false for eval.overlap_tol to mean float32 precision")
+        return {"projection_input": torch.cat(self.inputs).numpy(),
+                "projection_output": torch.cat(self.outputs).numpy()}
+
+
+@contextmanager
+def recording_projection(model: nn.Module, enabled: bool = True) -> Iterator[Optional[ProjectionRecord]]:
+    """Inside the block, record the input (pre-activation z) and output (spherized x) of the backbone's last
+    spherization layer (the one `Spherized` appends, or an arch's own) for every forward pass, for the projection
+    analysis (vmf_embeddings/eval/overlap.py). Yields None when disabled or when the backbone has no such layer."""
+    layers = [m for m in getattr(model, "backbone", model).modules() if isinstance(m, Spherization)] if enabled else []
+    if not layers:
+        yield None
+        return
+    record = ProjectionRecord()
+    handle = layers[-1].register_forward_hook(record.hook)
+    try:
+        yield record
+    finally:
+        handle.remove()

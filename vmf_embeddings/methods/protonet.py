@@ -44,7 +44,7 @@ class PrototypicalNetwork(Method):
     episodic = True
 
     def __init__(self, embedding_dim: int, n_classes: int, n_way: int, k_shot: int, n_query: int,
-                 distance: str = "squared_euclidean", cosine_scale: float = 10.0) -> None:
+                 distance: str = "squared_euclidean", cosine_scale: float = 10.0, temperature: float = 1.0) -> None:
         super().__init__()
         if distance not in DISTANCES:
             raise ConfigError(f"method.params.distance={distance!r} must be one of {tuple(DISTANCES)}")
@@ -52,14 +52,17 @@ class PrototypicalNetwork(Method):
         self.geometry = DISTANCES[distance]
         self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
         self.cosine_scale = float(cosine_scale)
+        if not float(temperature) > 0:
+            raise ConfigError(f"method.params.temperature={temperature!r} must be > 0")
+        self.temperature = float(temperature)  # -d^2 / T (SSL-FEW-SHOT's T = 128 in the spherization paper)
         self.register_buffer("class_means", torch.zeros(int(n_classes), int(embedding_dim)))
         self.register_buffer("fitted", torch.tensor(False))
 
     def scores(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """M x N logits -d(q, c_k): negative squared distances, or scaled cosines."""
+        """M x N logits -d(q, c_k): negative squared distances (over the temperature), or scaled cosines."""
         if self.distance in COSINE:
             return self.cosine_scale * F.normalize(queries, dim=-1) @ F.normalize(prototypes, dim=-1).t()
-        return -squared_distances(queries, prototypes)
+        return -squared_distances(queries, prototypes) / self.temperature
 
     def episode_logits(self, embeddings: torch.Tensor):
         """(query logits N*Q x N, query targets) of an episode batch laid out as `sampler=fewshot` makes it."""
