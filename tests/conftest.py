@@ -47,3 +47,28 @@ def runs_root(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     root.mkdir()
     return root
+
+
+def killed_and_resumed_weights(overrides: List[str], tmp_path: Path, monkeypatch) -> tuple:
+    """Weights of last.pt after an uninterrupted run and after one killed after its first epoch and resumed with
+    resume=true (the same overrides): a bit-for-bit resume gives equal tensors."""
+    import vmf_embeddings.train as train_module
+    from vmf_embeddings import checkpoint
+    from vmf_embeddings.main import run
+
+    run(compose_config(overrides), tmp_path / "straight")
+    monkeypatch.setattr(train_module, "_after_epoch", lambda e: (_ for _ in ()).throw(KeyboardInterrupt) if e == 0
+                        else None)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose_config(overrides), tmp_path / "killed")
+    monkeypatch.setattr(train_module, "_after_epoch", lambda e: None)
+    run(compose_config(overrides + ["resume=true"]), tmp_path / "killed")
+    straight = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    resumed = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    return straight, resumed
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FAST, compose_config
+from tests.conftest import FAST, assert_same_weights, compose_config, killed_and_resumed_weights
 from vmf_embeddings.build import Spherized, build_model
 from vmf_embeddings.errors import ConfigError
 
@@ -45,21 +45,8 @@ def test_a_spherized_run_trains_logs_and_exports_points_on_the_sphere(tmp_path):
 
 
 def test_a_spherized_run_resumes_bit_for_bit(tmp_path, monkeypatch):
-    import vmf_embeddings.train as train_module
-    from vmf_embeddings import checkpoint
-    from vmf_embeddings.main import run
-
     overrides = FAST + SPHERE + ["mode.epochs=3", "sampler.n_episodes=4", "mode.extract_at_end=false",
                                  "mode.evaluate_at_end=false"]
-    run(compose_config(overrides), tmp_path / "straight")
-    monkeypatch.setattr(train_module, "_after_epoch", lambda e: (_ for _ in ()).throw(KeyboardInterrupt) if e == 0
-                        else None)
-    with pytest.raises(KeyboardInterrupt):
-        run(compose_config(overrides), tmp_path / "killed")
-    monkeypatch.setattr(train_module, "_after_epoch", lambda e: None)
-    run(compose_config(overrides + ["resume=true"]), tmp_path / "killed")
-    a = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    b = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
+    a, b = killed_and_resumed_weights(overrides, tmp_path, monkeypatch)
     assert {"backbone.spherization.scaling", "backbone.spherization.radius"} <= set(a)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(a, b)

@@ -62,6 +62,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
         raise ConfigError(f"{problem}; choose another runs_root=... (or run_dir=...)")
     configure_threads(cfg.get("threads", "auto"))
     run_dir = Path(run_dir)
+    if cfg.dataset.get("task", "classification") == "detection":
+        return run_detection(cfg, run_dir, overrides)
     if cfg.mode.name == "train":
         from vmf_embeddings.train import train
 
@@ -78,6 +80,31 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
         log.info("mode=get_embeddings ignores the training-only keys %s", ", ".join(ignored))
     extract(cfg, run_dir)
     return None
+
+
+def run_detection(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = ()) -> Optional[float]:
+    """`task: detection` datasets: train the detector (vmf_embeddings.detection), then extract its detections
+    (and few-shot episodes) and evaluate them; mode=get_embeddings re-extracts only."""
+    from vmf_embeddings.detection.extract import extract_detection
+
+    if cfg.mode.name != "train":
+        extract_detection(cfg, run_dir)
+        return None
+    from vmf_embeddings.detection.train import train_detection
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = train_detection(cfg, run_dir, overrides)
+    if progress.finished and (cfg.mode.extract_at_end or cfg.mode.evaluate_at_end):
+        extract_detection(cfg, run_dir)
+        if cfg.mode.evaluate_at_end:
+            from vmf_embeddings.eval.run_eval import evaluate_run
+
+            result = evaluate_run(run_dir)
+            test = result.get("test", {})
+            print(f"\n{cfg.method.name} on {cfg.dataset.name}: test " + "  ".join(
+                f"{k}={v:.4f}" for k, v in test.items() if not k.startswith("ap50") and isinstance(v, float)))
+            print(f"all metrics: {run_dir / 'metrics.json'}")
+    return progress.best_metric
 
 
 def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:

@@ -276,3 +276,17 @@ def write_records(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> 
 
 def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool, type(None), list, dict)) else str(value)
+
+
+def launched(cfg, run_dir: Path, body):
+    """`body(launch)` inside a confined, locked and prepared run dir (a fresh start, a resume or a staged
+    overwrite: `prepare_run_dir`); the staging area is discarded however `body` ends."""
+    run_dir = Path(run_dir)
+    confine_run_dir(cfg, run_dir)
+    with RunLock(run_dir):
+        launch = prepare_run_dir(cfg, run_dir)
+        try:
+            return body(launch)
+        finally:
+            discard_staging(launch)
+

@@ -102,6 +102,18 @@ def sweep_subdir_for(run_dir, dataset, method, dim, name, overrides) -> str:
     return f"{path}/{run_name(name, overrides, True)}"
 
 
+def fair_jobs(max_jobs) -> int:
+    """`hydra/launcher=joblib_fair`'s n_jobs: at most `max_jobs` jobs at a time and never more than the cores, so
+    each job's `threads=auto` (the OMP_NUM_THREADS joblib gives its workers: cores // n_jobs) is at least 1."""
+    try:
+        from joblib import cpu_count  # the count joblib divides among its workers (affinity, cgroup quota)
+
+        cores = cpu_count()
+    except ImportError:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(int(max_jobs), int(cores)))
+
+
 def register_resolvers() -> None:
     """Make the resolvers and the eval schema available to Hydra before it composes the config (idempotent)."""
     from vmf_embeddings.schema import register_schema
@@ -110,6 +122,6 @@ def register_resolvers() -> None:
     from vmf_embeddings.archs.conv4 import conv4_dim
 
     for resolver_name, function in (("run_dir_for", run_dir_for), ("sweep_subdir_for", sweep_subdir_for),
-                                    ("conv4_dim", conv4_dim)):
+                                    ("conv4_dim", conv4_dim), ("fair_jobs", fair_jobs)):
         if not OmegaConf.has_resolver(resolver_name):
             OmegaConf.register_new_resolver(resolver_name, function)

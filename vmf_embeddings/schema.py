@@ -58,6 +58,9 @@ class EvalOptions:
     # relative tolerance of the projection analysis (n_overlap, n_overlap_errors, overlap_error_ratio; a
     # reconstruction, vmf_embeddings/eval/overlap.py): outputs within tol * max norm are "the same point"
     overlap_tol: float = 1e-6
+    # few-shot detection episodes on the dataset's novel classes after base training (method=repmet_det):
+    # {n_way, k_shot, n_query, n_episodes}; null = none (vmf_embeddings/detection/fewshot.py)
+    detection_episodes: Optional[Any] = None
 
 
 EVAL_DEFAULTS: Dict[str, Any] = asdict(EvalOptions())

@@ -40,15 +40,7 @@ from vmf_embeddings.data_source import Batch, BatchSource
 from vmf_embeddings.datasets.base import DataSplits
 from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split, head_outputs
 from vmf_embeddings.errors import ConfigError, NonFiniteLossError, UserError
-from vmf_embeddings.resume import (
-    Launch,
-    RunLock,
-    confine_run_dir,
-    discard_staging,
-    prepare_run_dir,
-    promote,
-    write_records,
-)
+from vmf_embeddings.resume import Launch, launched, promote, write_records
 from vmf_embeddings.runtime import resolve_device, seed_everything
 from vmf_embeddings.tracking import Tracker, progress
 
@@ -350,14 +342,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = ()) -> Prog
     Nothing is written into the run dir before the launch is accepted (vmf_embeddings.resume). SIGTERM
     and SIGINT finish the current step, save last.pt and raise `Interrupted`.
     """
-    run_dir = Path(run_dir)
-    confine_run_dir(cfg, run_dir)
-    with RunLock(run_dir):
-        launch = prepare_run_dir(cfg, run_dir)
-        try:
-            return _train(cfg, launch, overrides)
-        finally:
-            discard_staging(launch)
+    return launched(cfg, run_dir, lambda launch: _train(cfg, launch, overrides))
 
 
 def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progress:

@@ -65,6 +65,11 @@ def validate(cfg: DictConfig, choices: Optional[Dict[str, str]] = None) -> None:
     if unknown:
         raise ConfigError(f"mode.{unknown[0]} is not a mode key (a typo?); the mode keys are {', '.join(sorted(MODE_KEYS))}")
     apply_legacy_keys(cfg)
+    data_task, method_task = str(cfg.dataset.get("task", "classification")), str(cfg.method.get("task", "classification"))
+    if (data_task == "detection") != (method_task == "detection"):
+        raise ConfigError(
+            f"method={cfg.method.name} is a {method_task} method but dataset={cfg.dataset.name} is a {data_task} "
+            f"dataset; detection runs pair method=faster_rcnn | repmet_det with dataset=voc2007 | voc0712 | shapes_det")
     dim = integer(cfg, "arch.params.embedding_dim", 1)
     if cfg.method.get("uses_vmf", False) and dim < 2:
         raise ConfigError(

@@ -235,18 +235,40 @@ def test_spherized_accuracy_matches_the_baseline_on_digits(tmp_path, arch):
     base, _ = _train(tmp_path, "base", budget)
     sph, _ = _train(tmp_path, "sph", budget + ["arch.spherize=true"])
     assert base["accuracy"] >= 0.95 and sph["accuracy"] >= 0.95, (base["accuracy"], sph["accuracy"])
-    assert abs(sph["accuracy"] - base["accuracy"]) <= 0.02, (base["accuracy"], sph["accuracy"])
+    assert sph["accuracy"] >= base["accuracy"] - 0.01, (base["accuracy"], sph["accuracy"])  # within one point
 
 
 # Measured (width A, 256-d, 5 epochs x 10 episodes, Adam 1e-3, seeds 1234 and 1..3): the training loss falls every
 # epoch (baseline 1.9 -> 0.002, spherized 2.0 -> 0.25) and test accuracy is 0.995-1.0 for both (chance 0.1). With
-# fewer steps the BatchNorm running statistics lag and validation accuracy can still sit at chance.
-@pytest.mark.parametrize("spherize", [False, True])
-def test_tiny_vgg_trains_on_synthetic(tmp_path, spherize):
-    test, history = _train(tmp_path, "vgg", [
-        "arch=vgg", f"arch.spherize={str(spherize).lower()}", "arch.params.width=A", "arch.params.hidden=256",
-        "arch.params.embedding_dim=256", "dataset=synthetic", "dataset.image_size=32", "mode.epochs=5",
-        "sampler.n_episodes=10", "mode.patience=100", "optimizer=adam", "mode.learning_rate=1e-3"])
-    losses = [h["train/loss"] for h in history]
-    assert len(losses) == 5 and losses[-1] < 0.5 * losses[0], losses
-    assert test["accuracy"] >= 0.8, test
+# fewer steps the BatchNorm running statistics lag and validation accuracy can still sit at chance. CNN-9 (narrow
+# widths, same budget) is compared the same way.
+TINY_32PX = {
+    "vgg": ["arch=vgg", "arch.params.width=A", "arch.params.hidden=256", "arch.params.embedding_dim=256"],
+    "cnn9": ["arch=cnn9", "arch.params.widths=[16,24,32]"],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_32PX))
+def test_tiny_32px_nets_train_on_synthetic_spherized_within_a_point(tmp_path, arch):
+    budget = TINY_32PX[arch] + ["dataset=synthetic", "dataset.image_size=32", "mode.epochs=5", "sampler.n_episodes=10",
+                                "mode.patience=100", "optimizer=adam", "mode.learning_rate=1e-3"]
+    results = {}
+    for spherize in (False, True):
+        test, history = _train(tmp_path, f"{arch}_{spherize}", budget + [f"arch.spherize={str(spherize).lower()}"])
+        losses = [h["train/loss"] for h in history]
+        assert len(losses) == 5 and losses[-1] < 0.5 * losses[0], (spherize, losses)
+        results[spherize] = test["accuracy"]
+    assert results[False] >= 0.8 and results[True] >= results[False] - 0.01, results
+
+
+@pytest.mark.parametrize("distance", ["squared_euclidean", "cosine"])
+def test_spherized_protonet_runs_few_shot_episodes(tmp_path, distance):
+    """The paper's few-shot rows, on the bundled digits: ConvNet-4 spherized, ProtoNet episodes, few-shot test."""
+    from vmf_embeddings.main import run
+
+    run(compose_config(FAST + ["experiment=protonets_digits_fewshot", "arch=convnet4_fewshot", "arch.spherize=true",
+                               f"method.params.distance={distance}", "mode.epochs=2", "sampler.n_episodes=5",
+                               "eval.val_episodes=5", "eval.few_shot={n_way: 5, k_shot: 5, n_query: 5, n_episodes: 20}",
+                               "mode.projector=false"]), tmp_path / "run")
+    test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert 0.2 < test["fewshot_5way5shot"] <= 1.0, test  # above chance (0.2) after 10 episodes

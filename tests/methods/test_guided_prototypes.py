@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FAST, compose_config
+from tests.conftest import FAST, assert_same_weights, compose_config, killed_and_resumed_weights
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.methods.prototypes import (
     DeepNCM,
@@ -60,6 +60,15 @@ def test_rank_loss_is_near_zero_for_a_well_ordered_embedding_and_positive_otherw
     assert float(rank_loss(ordered, cost, 200, g)) < 1e-3 + 2 * math.log(2) / 3
     reversed_ = torch.tensor([[0.0, 0], [100, 0], [1, 0]], dtype=torch.float64)
     assert float(rank_loss(reversed_, cost, 200, g)) > 10
+
+
+def test_rank_loss_on_tied_triplets_costs_at_least_log_2_with_equality_for_equal_distances():
+    cost = torch.ones(3, 3, dtype=torch.float64) - torch.eye(3, dtype=torch.float64)  # every triplet is tied
+    g = torch.Generator().manual_seed(0)
+    equilateral = torch.tensor([[0.0, 0], [1, 0], [0.5, 3 ** 0.5 / 2]], dtype=torch.float64)
+    assert float(rank_loss(equilateral, cost, 500, g)) == pytest.approx(math.log(2), abs=1e-9)
+    skewed = torch.tensor([[0.0, 0], [1, 0], [3, 0]], dtype=torch.float64)
+    assert float(rank_loss(skewed, cost, 2000, g)) > math.log(2) + 0.05  # softplus(a) + softplus(-a) > 2 log 2
 
 
 def test_prototype_logits():
@@ -121,23 +130,10 @@ def test_guided_prototypes_need_a_cost_matrix(tmp_path):
 
 
 def test_deepncm_resumes_bit_for_bit(tmp_path, monkeypatch):
-    import vmf_embeddings.train as train_module
-    from vmf_embeddings import checkpoint
-    from vmf_embeddings.main import run
-
     overrides = FAST + ["method=deepncm", "mode.epochs=3", "sampler.n_episodes=5", "mode.extract_at_end=false",
                         "mode.evaluate_at_end=false"]
-    run(compose_config(overrides), tmp_path / "straight")
-    monkeypatch.setattr(train_module, "_after_epoch", lambda e: (_ for _ in ()).throw(KeyboardInterrupt) if e == 0
-                        else None)
-    with pytest.raises(KeyboardInterrupt):
-        run(compose_config(overrides), tmp_path / "killed")
-    monkeypatch.setattr(train_module, "_after_epoch", lambda e: None)
-    run(compose_config(overrides + ["resume=true"]), tmp_path / "killed")
-    a = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    b = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+    a, b = killed_and_resumed_weights(overrides, tmp_path, monkeypatch)
+    assert_same_weights(a, b)
     assert float(a["head.counts"].sum()) > 0
 
 
@@ -271,20 +267,6 @@ def test_bench_train_runs_guided_prototypes_at_100_classes():
 
 
 def test_guided_rank_prototypes_resume_bit_for_bit(tmp_path, monkeypatch):
-    import vmf_embeddings.train as train_module
-    from vmf_embeddings import checkpoint
-    from vmf_embeddings.main import run
-
     overrides = FAST + ["method=guided_prototypes", "cost=tree", "method.params.regularizer=rank", "mode.epochs=3",
                         "sampler.n_episodes=4", "mode.extract_at_end=false", "mode.evaluate_at_end=false"]
-    run(compose_config(overrides), tmp_path / "straight")
-    monkeypatch.setattr(train_module, "_after_epoch", lambda e: (_ for _ in ()).throw(KeyboardInterrupt) if e == 0
-                        else None)
-    with pytest.raises(KeyboardInterrupt):
-        run(compose_config(overrides), tmp_path / "killed")
-    monkeypatch.setattr(train_module, "_after_epoch", lambda e: None)
-    run(compose_config(overrides + ["resume=true"]), tmp_path / "killed")
-    a = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    b = checkpoint.load(tmp_path / "killed" / "checkpoints" / "last.pt")["model"]
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+    assert_same_weights(*killed_and_resumed_weights(overrides, tmp_path, monkeypatch))

@@ -69,8 +69,6 @@ def embedding_scatter(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vmf_embeddings.checkpoint import atomic_write
-
     x = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
     if x.ndim != 2 or x.shape[1] != 2:
@@ -117,13 +115,7 @@ def embedding_scatter(
         if protos is not None:
             ax.scatter([], [], s=50, marker="*", color="white", edgecolors="black", label="prototype")
         ax.legend(loc="best", fontsize=6, markerscale=1.5, framealpha=0.7, ncol=2 if n_classes > 10 else 1)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sphere_scatter(
@@ -139,8 +131,6 @@ def sphere_scatter(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vmf_embeddings.checkpoint import atomic_write
 
     x = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -170,6 +160,15 @@ def sphere_scatter(
         ax.set_title(title, fontsize=8)
     if 0 < n_classes <= MAX_QUALITATIVE:
         ax.legend(loc="upper left", fontsize=6, markerscale=2, framealpha=0.7)
+    return _save(fig, path)
+
+
+def _save(fig, path: Union[str, Path]) -> Path:
+    """Write a figure as PNG atomically (temporary file, then os.replace) and close it."""
+    import matplotlib.pyplot as plt
+
+    from vmf_embeddings.checkpoint import atomic_write
+
     fig.tight_layout()
     path = Path(path)
     try:
@@ -177,3 +176,4 @@ def sphere_scatter(
     finally:
         plt.close(fig)
     return path
+

@@ -24,10 +24,11 @@ METRIC_ORDER = (
     "accuracy", "top5_accuracy", "ece", "mce", "ece_l2_em15", "nll", "brier",
     "recall@1", "recall@2", "recall@4", "recall@8", "recall@10", "recall@100", "recall@1000",
     "precision@1", "r_precision", "map@r", "nmi", "ami",
-    "mc_recall@1", "mc_map@r", "mc_r_precision", "mae", "rmse", "avg_cost", "mean_mistake_cost",
+    "mc_recall@1", "mc_map@r", "mc_r_precision", "mae", "rmse", "avg_cost", "mean_mistake_cost", "map50", "map50_07",
 )
 #: per-run table (evaluate.py): the headline columns
-HEADLINE = ("accuracy", "ece", "nll", "recall@1", "map@r", "r_precision", "nmi", "mc_recall@1", "mae", "avg_cost")
+HEADLINE = ("accuracy", "ece", "nll", "recall@1", "map@r", "r_precision", "nmi", "mc_recall@1", "mae", "avg_cost",
+            "map50", "map50_07")
 NON_METRIC = {"n_queries", "n_lone", "n", "mc_samples", "seconds"}
 
 

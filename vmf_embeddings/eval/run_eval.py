@@ -350,14 +350,22 @@ def evaluate_run(
     Raises RunDirError (one line: file + fix) for a missing config / embeddings or inconsistent arrays.
     """
     run_dir = Path(run_dir)
-    opts = eval_options(RunDir(run_dir, load_config(run_dir)), options)
+    config = load_config(run_dir)
+    if str(config.get("dataset", {}).get("task", "classification")) == "detection":
+        from vmf_embeddings.eval.run_detection_eval import evaluate_detection
+
+        return _write(run_dir, _jsonable(evaluate_detection(run_dir, config)), write)
+    opts = eval_options(RunDir(run_dir, config), options)
     rd = load_run_dir(run_dir, splits=tuple(opts["splits"]))
     result: Dict[str, Any] = {"meta": _meta(rd, opts)}
     for name in ("train", "val", "test"):
         if name in rd.splits:
             result[name] = evaluate_split(rd, rd.splits[name], opts)
             log.debug("%s %s: %s", run_dir, name, {k: v for k, v in result[name].items() if isinstance(v, float)})
-    result = _jsonable(result)
+    return _write(run_dir, _jsonable(result), write)
+
+
+def _write(run_dir: Path, result: Dict[str, Any], write: bool) -> Dict[str, Any]:
     if write:
         tmp = run_dir / "metrics.json.tmp"
         with open(tmp, "w") as f:
