@@ -15,8 +15,8 @@ from vmf_embeddings.detection.heads import RepMetPredictor
 from vmf_embeddings.errors import ConfigError
 
 #: a small, fast detection problem: 64-px canvases, few proposals and RoIs, a ResNet-18 FPN from scratch
-TINY = FAST + ["threads=2", "dataset=voc2007", "arch=resnet18", "sampler=random", "sampler.batch_size=8", "dataset.image_size=64",
-               "dataset.max_size=86", "method.detector.rpn_pre_nms_top_n=300",
+TINY = FAST + ["threads=2", "dataset=voc2007", "arch=resnet18", "sampler=random", "sampler.batch_size=8",
+               "dataset.image_size=64", "dataset.max_size=86", "method.detector.rpn_pre_nms_top_n=300",
                "method.detector.rpn_post_nms_top_n=200", "method.detector.rois_per_image=64",
                "mode.learning_rate=0.01", "mode.projector=false"]
 
@@ -73,7 +73,8 @@ def test_faster_rcnn_learns_the_shapes(tmp_path):
     from vmf_embeddings.main import run
 
     root = write_shapes_voc(tmp_path / "voc", ["aeroplane", "bicycle", "boat"], n_train=140, n_test=40)
-    run(compose_config(TINY + ["method=faster_rcnn", f"dataset.dataset_path={root}", "mode.epochs=3"]), tmp_path / "run")
+    run(compose_config(TINY + ["method=faster_rcnn", f"dataset.dataset_path={root}", "mode.epochs=3"]),
+        tmp_path / "run")
     test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert test["map50"] >= 0.5, test  # measured 0.99 after 6 epochs of 160 in-memory shapes, 0.81 val mAP after 2
     assert 0 <= test["map50_07"] <= 1 and test["ap50/bicycle"] >= 0 and test["ap50/cow"] != test["ap50/cow"]  # NaN

@@ -43,7 +43,8 @@ def extract_detection(cfg: DictConfig, run_dir: Path) -> None:
             continue
         split = getattr(data, name)
         arrays = detections_arrays(detect(model, split, device, batch), ground_truth(split))
-        checkpoint.savez_atomic(out / f"{name}.npz", class_names=np.array(data.class_names), epoch=np.int64(epoch or -1),
+        checkpoint.savez_atomic(out / f"{name}.npz", class_names=np.array(data.class_names),
+                                epoch=np.int64(-1 if epoch is None else epoch),
                                 **arrays)
         log.info("wrote %s (%d images, %d detections)", out / f"{name}.npz", len(split), len(arrays["det_scores"]))
     episodes = cfg.eval.get("detection_episodes")

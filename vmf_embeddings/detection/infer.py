@@ -64,8 +64,8 @@ def _rows_per_image(index: np.ndarray, n: int) -> List[np.ndarray]:
 def from_arrays(arrays) -> tuple:
     """(detections, ground truth) per image back from `detections_arrays`."""
     n = int(arrays["n_images"])
-    det = [{"boxes": arrays["det_boxes"][rows], "scores": arrays["det_scores"][rows], "labels": arrays["det_labels"][rows]}
+    det = [{key: arrays[f"det_{key}"][rows] for key in ("boxes", "scores", "labels")}
            for rows in _rows_per_image(arrays["det_image"], n)]
-    gt = [{"boxes": arrays["gt_boxes"][rows], "labels": arrays["gt_labels"][rows], "difficult": arrays["gt_difficult"][rows]}
+    gt = [{key: arrays[f"gt_{key}"][rows] for key in ("boxes", "labels", "difficult")}
           for rows in _rows_per_image(arrays["gt_image"], n)]
     return det, gt

@@ -42,8 +42,8 @@ def _trunk(cfg: DictConfig) -> Tuple[int, bool]:
     backbone = cfg.arch.get("backbone", {})
     depth = backbone.get("depth") if isinstance(backbone, DictConfig) else None
     if depth not in _WEIGHTS:
-        raise ConfigError(f"method={cfg.method.name} detects with a ResNet-FPN: use arch=resnet18 | resnet34 | resnet50 "
-                          f"(arch={cfg.arch.get('name')} has no ResNet depth)")
+        raise ConfigError(f"method={cfg.method.name} detects with a ResNet-FPN: use arch=resnet18 | resnet34 | "
+                          f"resnet50 (arch={cfg.arch.get('name')} has no ResNet depth)")
     return int(depth), bool(cfg.arch.params.get("pretrained", False))
 
 
@@ -81,7 +81,8 @@ def build_detector(cfg: DictConfig, n_classes: int) -> FasterRCNN:
     model = FasterRCNN(
         backbone, num_classes=None, min_size=int(data.image_size), max_size=int(data.get("max_size", 1333)),
         image_mean=list(options["image_mean"]), image_std=list(options["image_std"]),
-        rpn_pre_nms_top_n_train=int(options["rpn_pre_nms_top_n"]), rpn_post_nms_top_n_train=int(options["rpn_post_nms_top_n"]),
+        rpn_pre_nms_top_n_train=int(options["rpn_pre_nms_top_n"]),
+        rpn_post_nms_top_n_train=int(options["rpn_post_nms_top_n"]),
         rpn_pre_nms_top_n_test=int(options["rpn_pre_nms_top_n"]) // 2,
         rpn_post_nms_top_n_test=int(options["rpn_post_nms_top_n"]) // 2,
         box_predictor=predictor,

@@ -82,7 +82,8 @@ def _train(cfg: DictConfig, launch, overrides) -> Progress:
                  progress_.best_epoch)
         return progress_
     mode = cfg.mode
-    steps_per_epoch = len(sampler) if mode.max_steps_per_epoch is None else min(len(sampler), int(mode.max_steps_per_epoch))
+    cap = mode.max_steps_per_epoch
+    steps_per_epoch = len(sampler) if cap is None else min(len(sampler), int(cap))
     clip = float(cfg.method.detector.get("clip_grad_norm") or 0.0)
     tracker, stop = Tracker(launch.work_dir), StopRequest().install()
     work_dir = launch.work_dir

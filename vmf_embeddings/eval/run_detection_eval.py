@@ -29,13 +29,16 @@ def evaluate_detection(run_dir: Path, config) -> Dict[str, Any]:
                 names = [str(n) for n in arrays["class_names"]]
                 detections, truth = from_arrays(arrays)
         except (KeyError, ValueError, OSError) as error:
-            raise RunDirError(f"{path}: unreadable detections ({error}); extract again with mode=get_embeddings") from None
-        result[name] = {"n": len(truth), **detection_metrics(detections, truth, n_classes=len(names), class_names=names)}
+            raise RunDirError(f"{path}: unreadable detections ({error}); extract again with "
+                              f"mode=get_embeddings") from None
+        scores = detection_metrics(detections, truth, n_classes=len(names), class_names=names)
+        result[name] = {"n": len(truth), **scores}
     episodes = folder / "episodes.json"
     if episodes.is_file():
         record = json.loads(episodes.read_text())
         summary = episode_summary(record["map50"])
-        key = f"fewshot_det_{record['n_way']}way{record['k_shot']}shot" + ("_ft" if record.get("finetune_steps") else "")
+        tuned = "_ft" if record.get("finetune_steps") else ""
+        key = f"fewshot_det_{record['n_way']}way{record['k_shot']}shot{tuned}"
         result.setdefault("test", {}).update({f"{key}_map50": summary["map50_mean"], f"{key}_map50_ci95":
                                               summary["map50_ci95"], f"{key}_episodes": len(record["map50"])})
     if len(result) == 1:
