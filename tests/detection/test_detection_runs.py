@@ -98,3 +98,15 @@ def test_repmet_detects_and_runs_few_shot_episodes_on_held_out_shapes(tmp_path):
 
     again = evaluate_run(tmp_path / "run", write=False)["test"]
     assert again["map50"] == pytest.approx(test["map50"])
+
+
+def test_a_killed_detection_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from tests.conftest import assert_same_weights, killed_and_resumed_weights
+
+    overrides = FAST + ["threads=2", "dataset=shapes_det", "arch=resnet18", "method=faster_rcnn", "sampler=random",
+                        "sampler.batch_size=4", "dataset.image_size=64", "dataset.max_size=86",
+                        "dataset.loader.n_train=16", "dataset.loader.n_val=4", "dataset.loader.n_test=4",
+                        "method.detector.rpn_pre_nms_top_n=100", "method.detector.rpn_post_nms_top_n=50",
+                        "method.detector.rois_per_image=32", "mode.learning_rate=0.01", "mode.epochs=2",
+                        "mode.extract_at_end=false", "mode.evaluate_at_end=false"]
+    assert_same_weights(*killed_and_resumed_weights(overrides, tmp_path, monkeypatch))
