@@ -14,28 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vmf_embeddings.datasets.prepare import default_urls, parser, run_extracted  # noqa: E402  (stdlib-only imports)
+from vmf_embeddings.datasets.prepare import finegrained_main  # noqa: E402  (stdlib-only imports)
 
-NAME = "pets"
-URLS = default_urls(NAME)  # images.tar.gz, annotations.tar.gz (URLs and md5s: prepare.ARCHIVES)
+NAME = "pets"  # archives: images.tar.gz, annotations.tar.gz (URLs and md5s: prepare.ARCHIVES)
 EXPECTED = "images/ and annotations/trainval.txt, annotations/test.txt"
 
 
-def present(root: Path) -> bool:
-    from vmf_embeddings.datasets.finegrained import is_extracted
-
-    return is_extracted(NAME, root)
-
-
-def summarize(root: Path) -> str:
-    from vmf_embeddings.datasets.finegrained import summarize as describe
-
-    return describe(NAME, root)
-
-
 def main(argv=None) -> int:
-    args = parser(__doc__.splitlines()[0], URLS).parse_args(argv)
-    return run_extracted(args, NAME, URLS, present, EXPECTED, summarize)
+    return finegrained_main(NAME, __doc__.splitlines()[0], EXPECTED, argv)
 
 
 if __name__ == "__main__":

@@ -420,6 +420,18 @@ def run_extracted(
     return 0
 
 
+def finegrained_main(name: str, description: str, expected: str, argv=None,
+                     extract_archive: Callable[[Path], bool] = lambda path: True) -> int:
+    """The prepare script of a release `vmf_embeddings.datasets.finegrained` reads directly (flowers102, pets,
+    dogs): fetch and extract it when absent, then let that loader check and summarise it."""
+    from vmf_embeddings.datasets.finegrained import is_extracted, summarize
+
+    urls = default_urls(name)
+    args = parser(description, urls).parse_args(argv)
+    return run_extracted(args, name, urls, lambda root: is_extracted(name, root), expected,
+                         lambda root: summarize(name, root), extract_archive)
+
+
 def run(
     args: argparse.Namespace,
     name: str,
