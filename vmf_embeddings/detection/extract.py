@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from vmf_embeddings import checkpoint
@@ -54,4 +53,3 @@ def extract_detection(cfg: DictConfig, run_dir: Path) -> None:
         record = {**options, "map50": maps}
         checkpoint.atomic_write(out / "episodes.json", lambda f: f.write(json.dumps(record).encode()))
         log.info("few-shot detection: %d episodes, mean mAP@0.5 %.4f", len(maps), float(np.mean(maps)))
-    torch.cuda.empty_cache() if device.type == "cuda" else None

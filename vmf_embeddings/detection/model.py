@@ -5,7 +5,7 @@ and the method's box predictor (`detection/heads.py`) inside RoI heads that also
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -89,9 +89,3 @@ def build_detector(cfg: DictConfig, n_classes: int) -> FasterRCNN:
     )
     model.roi_heads = roi_heads
     return model
-
-
-def detector_losses(model: FasterRCNN, images: List[torch.Tensor], targets: List[Dict[str, torch.Tensor]]
-                    ) -> Dict[str, torch.Tensor]:
-    """The training losses (RPN objectness and boxes, RoI classification and boxes, the predictor's extras)."""
-    return model(images, targets)

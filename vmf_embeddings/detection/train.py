@@ -85,6 +85,7 @@ def _train(cfg: DictConfig, launch, overrides) -> Progress:
     cap = mode.max_steps_per_epoch
     steps_per_epoch = len(sampler) if cap is None else min(len(sampler), int(cap))
     clip = float(cfg.method.detector.get("clip_grad_norm") or 0.0)
+    inference_batch = int(cfg.method.detector.get("inference_batch", 4))
     tracker, stop = Tracker(launch.work_dir), StopRequest().install()
     work_dir = launch.work_dir
     try:
@@ -125,7 +126,7 @@ def _train(cfg: DictConfig, launch, overrides) -> Progress:
                                   f"{checkpoint.checkpoint_paths(work_dir)[0]}; continue with the same command and "
                                   f"resume=true", stop.signal)
             progress_.epoch_step, progress_.epoch_loss = 0, 0.0
-            val = split_map(model, data.val, device, data.class_names, int(cfg.eval.batch_size) // 16 or 1)
+            val = split_map(model, data.val, device, data.class_names, inference_batch)
             monitored = float(val["map50"]) if val["map50"] == val["map50"] else 0.0
             scalars = {"train/loss": epoch_loss / max(steps_per_epoch, 1), "val/map50": monitored,
                        "train/lr": optimizer.param_groups[0]["lr"]}

@@ -140,7 +140,19 @@ class LearntPrototypes(Method):
         return {"prototypes": self.prototypes.detach().float().cpu().numpy()}
 
 
-class GuidedPrototypes(CostMatrixMixin, LearntPrototypes):
+class CostPrototypes(CostMatrixMixin, LearntPrototypes):
+    """Prototypes that live beside the run's class cost matrix; they report their distortion against it."""
+
+    @property
+    def metric(self) -> str:
+        """The distance between prototypes that is compared with the cost matrix."""
+        return self.geometry
+
+    def tracked_scalars(self) -> Dict[str, float]:
+        return {"prototype_distortion": float(scale_free_distortion(self.prototypes, self.cost, self.metric))}
+
+
+class GuidedPrototypes(CostPrototypes):
     """Learnt prototypes + lambda x (distortion | rank) against the run's class cost matrix."""
 
     method_name = "guided_prototypes"
@@ -153,11 +165,6 @@ class GuidedPrototypes(CostMatrixMixin, LearntPrototypes):
         self.regularizer, self.weight, self.n_triplets = regularizer, float(weight), int(n_triplets)
         self._init_cost(n_classes)
 
-    @property
-    def metric(self) -> str:
-        """The distance between prototypes the regulariser compares with the cost matrix."""
-        return self.geometry
-
     def regularization(self) -> torch.Tensor:
         metric = self.metric
         if self.regularizer == "rank":
@@ -166,9 +173,6 @@ class GuidedPrototypes(CostMatrixMixin, LearntPrototypes):
 
     def loss(self, embeddings, labels, targets=None):
         return F.cross_entropy(self.logits(embeddings), labels) + self.weight * self.regularization()
-
-    def tracked_scalars(self) -> Dict[str, float]:
-        return {"prototype_distortion": float(scale_free_distortion(self.prototypes, self.cost, self.metric))}
 
 
 EMBED_LOSSES = ("distortion", "rank")
@@ -222,7 +226,7 @@ def cached_nomenclature(cost: np.ndarray, dim: int, cache_dir: Optional[str], **
     return out
 
 
-class FixedPrototypes(CostMatrixMixin, LearntPrototypes):
+class FixedPrototypes(CostPrototypes):
     """Prototypes embedded from the cost matrix alone when training starts, then frozen; cross-entropy only."""
 
     method_name = "fixed_prototypes"
@@ -249,9 +253,6 @@ class FixedPrototypes(CostMatrixMixin, LearntPrototypes):
             cost = self.cost.double().cpu().numpy()
             placed = cached_nomenclature(cost, self.prototypes.shape[1], self.cache_dir, **self.options)
             self.prototypes.copy_(torch.as_tensor(placed, dtype=self.prototypes.dtype))
-
-    def tracked_scalars(self) -> Dict[str, float]:
-        return {"prototype_distortion": float(scale_free_distortion(self.prototypes, self.cost, self.geometry))}
 
 
 class DeepNCM(Method):
