@@ -320,13 +320,14 @@ def test_help_works_offline(name):
 ])
 def test_table_entries(name, files):
     script = _script(name)
-    assert script.URLS == prepare.default_urls(name) and [prepare.url_filename(u) for u in script.URLS] == files
+    urls = prepare.default_urls(name)
+    assert script.NAME == name and [prepare.url_filename(u) for u in urls] == files
     import torchvision.datasets.flowers102 as tv_flowers
     import torchvision.datasets.oxford_iiit_pet as tv_pets
 
     published = {f: md5 for f, md5 in tv_flowers.Flowers102._file_dict.values()}
     published.update({prepare.url_filename(url): md5 for url, md5 in tv_pets.OxfordIIITPet._RESOURCES})
-    for url in script.URLS:
+    for url in urls:
         entry = prepare.ARCHIVES[prepare.url_filename(url)]
         assert entry.dataset == name and entry.url == url and entry.source and entry.sha256 is None
         assert entry.md5 == published.get(entry.filename)  # torchvision's md5, or none (Stanford Dogs)
