@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time our retrieval metrics against pytorch-metric-learning's AccuracyCalculator, same embeddings.
+"""Time our retrieval metrics (symmetric and plain kNN scan) against pytorch-metric-learning's AccuracyCalculator.
 
     python scripts/bench_eval.py                    # 20,000 x 128 and the SOP size 60,502 x 512
     python scripts/bench_eval.py --sizes 20000x128  # one size; --quick = 20,000 x 128 and a 15,000 x 512 proxy
@@ -13,8 +13,13 @@ IndexFlatIP outputs in descending index order and we in ascending order (the pro
 
 PML computes precision_at_1, r_precision, mean_average_precision_at_r with k="max_bin_count"; ours
 computes those plus every Recall@K of the dataset (a superset) from raw embeddings (normalisation
-included). --nmi adds NMI/AMI to both. Runs alternate PML / ours `--repeats` times (the machine may
-be shared: the best time of each is reported). The last line holds both times and the ratio PML / ours.
+included). --nmi adds NMI/AMI to both. Ours runs the CPU block scan (backend blas) twice: symmetric
+(`symmetric=True`: one triangle of the score matrix; the default for k < 32) and plain
+(`symmetric=False`); where the "auto" backend picks faiss instead (large k without ranks) that run is
+timed too. With CUDA, our GPU time (torch backend, symmetric and plain) is added. Runs alternate
+`--repeats` times (the machine may be shared: the best wall-clock and the best CPU time -- all
+threads of the process, steadier under load -- of each are reported). The line before last holds the
+times and the ratios ours / PML; the last line the speedup PML / ours (symmetric scan) per size.
 """
 
 from __future__ import annotations
@@ -70,28 +75,54 @@ def pml_metrics(x, y, geometry, nmi):
     return calc.get_accuracy(x, y)
 
 
+def _timed(fn):
+    """(wall seconds, process CPU seconds -- all threads, steadier on a shared machine, result)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
 def bench(n, d, geometry, repeats, nmi):
+    """Best-of-`repeats` (wall, CPU) seconds per contender (dict) and the largest metric difference to PML."""
     x, y = make_data(n, d)
     ks = (1, 10, 100, 1000) if n == 60502 or d >= 512 else (1, 2, 4, 8)
     xp = x / np.linalg.norm(x, axis=1, keepdims=True) if geometry == "cosine" else x
     xp = np.ascontiguousarray(xp, np.float32)
     k = int(np.bincount(y).max() - 1)
-    backend = choose_backend("auto", "cpu", max(ks) > k, k)[0]
-    t_pml, t_ours = [], []
+    auto = choose_backend("auto", "cpu", max(ks) > k, k)[0]
+    runs = {
+        "PML": lambda: pml_metrics(xp, y, geometry, nmi),
+        "ours symmetric": lambda: retrieval_metrics(x, y, geometry, ks=ks, clustering=nmi, backend="blas",
+                                                    device="cpu", symmetric=True),
+        "ours plain": lambda: retrieval_metrics(x, y, geometry, ks=ks, clustering=nmi, backend="blas",
+                                                device="cpu", symmetric=False),
+    }
+    if auto != "blas":
+        runs[f"ours {auto}"] = lambda: retrieval_metrics(x, y, geometry, ks=ks, clustering=nmi, backend=auto,
+                                                         device="cpu")
+    if torch.cuda.is_available():
+        for sym in (True, False):
+            name = "ours GPU " + ("symmetric" if sym else "plain")
+            runs[name] = lambda sym=sym: retrieval_metrics(x, y, geometry, ks=ks, clustering=nmi, device="cuda",
+                                                           symmetric=sym)
+        retrieval_metrics(x[:2000], y[:2000], geometry, ks=(1,), clustering=False, device="cuda")  # CUDA start-up
+    times = {name: [] for name in runs}
+    results = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        ref = pml_metrics(xp, y, geometry, nmi)
-        t_pml.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        ours = retrieval_metrics(x, y, geometry, ks=ks, clustering=nmi, device="cpu")
-        t_ours.append(time.perf_counter() - t0)
-        print(f"  {n}x{d}: PML {t_pml[-1]:.2f} s, ours {t_ours[-1]:.2f} s", flush=True)
+        for name, fn in runs.items():
+            wall, cpu, results[name] = _timed(fn)
+            times[name].append((wall, cpu))
+        shown = ", ".join(f"{name} {t[-1][0]:.2f} s (CPU {t[-1][1]:.2f} s)" for name, t in times.items())
+        print(f"  {n}x{d}: {shown}", flush=True)
+    ref, ours = results["PML"], results["ours symmetric"]
     diffs = {PAIRS[key]: abs(ours[PAIRS[key]] - v) for key, v in ref.items()}
+    same = max(abs(ours[m] - results[name][m]) for name in runs if name.startswith("ours") for m in ours)
     shown = ", ".join(f"{key} {ours[key]:.6f}" for key in ("precision@1", "r_precision", "map@r"))
     rk = ", ".join(f"R@{K} {ours[f'recall@{K}']:.4f}" for K in ks)
-    print(f"{n}x{d} ({geometry}, k={k}, backend {backend}): {shown}; {rk}")
-    print(f"  max |ours - PML| = {max(diffs.values()):.2e} ({', '.join(f'{a} {b:.1e}' for a, b in diffs.items())})")
-    return min(t_pml), min(t_ours), max(diffs.values())
+    print(f"{n}x{d} ({geometry}, k={k}, auto backend {auto}): {shown}; {rk}")
+    print(f"  max |ours - PML| = {max(diffs.values()):.2e} ({', '.join(f'{a} {b:.1e}' for a, b in diffs.items())});"
+          f" max difference between our runs {same:.1e}")
+    return {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}, max(diffs.values())
 
 
 def main(argv=None) -> int:
@@ -105,13 +136,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = "20000x128,15000x512" if args.quick else args.sizes
-    summary = []
+    summary, speedups = [], []
     for item in sizes.split(","):
         n, d = (int(v) for v in item.lower().split("x"))
-        t_pml, t_ours, diff = bench(n, d, args.geometry, args.repeats, args.nmi)
-        summary.append(f"{n}x{d}: PML {t_pml:.2f} s, ours {t_ours:.2f} s, ratio PML/ours {t_pml / t_ours:.2f}"
-                       f" (max diff {diff:.1e})")
+        best, diff = bench(n, d, args.geometry, args.repeats, args.nmi)
+        (w_pml, c_pml) = best.pop("PML")
+        summary.append(f"{n}x{d}: PML {w_pml:.2f} s (CPU {c_pml:.2f} s), "
+                       + ", ".join(f"{name} {w:.2f} s (CPU {c:.2f} s)" for name, (w, c) in best.items())
+                       + "; ours/PML " + ", ".join(f"{name[5:]} {w / w_pml:.2f} (CPU {c / c_pml:.2f})"
+                                                   for name, (w, c) in best.items())
+                       + f" (max diff {diff:.1e})")
+        speedups.append(f"{n}x{d} {w_pml / best['ours symmetric'][0]:.2f}x")
     print(" | ".join(summary))
+    print("speedup PML / ours (symmetric scan, wall): " + ", ".join(speedups))
     return 0
 
 

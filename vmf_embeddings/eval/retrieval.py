@@ -139,12 +139,13 @@ def retrieval_metrics(
     device: Optional[Union[str, torch.device]] = None,
     block_bytes: Optional[int] = None,
     params: Optional[Mapping[str, float]] = None,
+    symmetric: Optional[bool] = None,
 ) -> Dict[str, float]:
     """All retrieval metrics of one embedding set, in one exact chunked kNN pass (plus k-means).
 
     geometry: euclidean | cosine | vmf (cosine on the mean direction) | hyperbolic (Poincare;
     embeddings are tangent vectors, mapped with proj(expmap0(.)) at `curvature`), or any registered
-    geometry with its `params`.
+    geometry with its `params`. symmetric: the kNN scan variant (`knn.knn_self`); same metrics either way.
     """
     check_geometry(geometry, curvature, params)
     x = _emb(embeddings)
@@ -158,7 +159,7 @@ def retrieval_metrics(
     need_ranks = bool(ks) and max(ks) > k and counts.max() > 1
     q, r = search_space(x, geometry, curvature, params)
     res = knn_self(q, r, k, labels=y, with_ranks=need_ranks, max_rank=max(ks) if ks else None,
-                   backend=backend, device=device, block_bytes=block_bytes)
+                   backend=backend, device=device, block_bytes=block_bytes, symmetric=symmetric)
     out = metrics_from_neighbours(y[res.indices], y, ks, res.first_positive_rank)
     if clustering:
         out.update(clustering_scores(clustering_space(x, geometry, curvature, params), y))
