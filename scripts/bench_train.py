@@ -8,6 +8,13 @@ BatchSource (device-side augmentation) and `train_epoch`. Extra overrides are Hy
     python scripts/bench_train.py --steps 100 arch=resnet18 dataset=synthetic amp=true channels_last=true
     python scripts/bench_train.py method=guided_prototypes cost=ordinal dataset=synthetic dataset.n_train_classes=100
 
+For the vMF softmax (method=vmf_softmax) it then times the runner against a copy of itself with the other
+normaliser -- the exact log C_d / A_d (method.params.normalizer=exact) against the paper's closed-form
+approximation (paper) -- same weights and batches, alternating every `--chunk` steps so that a shared machine's
+load hits both alike, and prints both rates and their ratio:
+
+    python scripts/bench_train.py --steps 200 method=vmf_softmax
+
 `--contended` instead times the runner alone, first on a quiet machine and then while a competing
 busy process (one spinning core) runs, and prints the slowdown ratio: with idle OpenMP threads
 sleeping (OMP_WAIT_POLICY=PASSIVE, as `python -m vmf_embeddings.main` sets) it stays near the share of
@@ -27,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as vmf_embeddings.main, before torch loads OpenMP
 
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,6 +74,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="alternating timed rounds; the best of each is kept")
+    parser.add_argument("--chunk", type=int, default=20,
+                        help="vMF normaliser comparison: steps per alternating chunk (exact, approximation, ...)")
     parser.add_argument("--contended", action="store_true",
                         help="time the runner quiet, then beside a busy process; print the slowdown")
     parser.add_argument("overrides", nargs="*")
@@ -129,6 +139,53 @@ def main() -> None:
           f"batch={batch_size} steps={args.steps} amp={amp} channels_last={memory_format == torch.channels_last}")
     print(f"runner: {runner_rate:.1f} steps/s   bare PyTorch loop: {bare_rate:.1f} steps/s   "
           f"ratio runner/bare: {runner_rate / bare_rate:.3f}")
+    normalizer = str(OmegaConf.select(cfg, "method.params.normalizer", default=""))
+    other = {"exact": "paper", "paper": "exact"}.get(normalizer) if cfg.method.get("uses_vmf", False) else None
+    if other:
+        compare_normalizers(cfg, runner_model, run_runner, normalizer, other, _stream, device, memory_format, amp,
+                            args)
+
+
+def compare_normalizers(cfg, runner_model, run_runner, normalizer, other, stream, device, memory_format, amp,
+                        args) -> None:
+    """vMF: the runner against a copy of itself with the other method.params.normalizer (exact log C_d / A_d vs
+    the paper's approximation): same weights, z_kappa_mult and batch stream, timed in alternating chunks."""
+    other_cfg = copy.deepcopy(cfg)
+    other_cfg.method.params.normalizer = other
+    other_model = build_model(other_cfg).to(device).to(memory_format=memory_format)
+    other_model.load_state_dict(runner_model.state_dict())
+    other_opt = build_optimizer(other_cfg, other_model)
+
+    def run_other(steps: int) -> None:
+        other_model.train()
+        train_epoch(other_model, other_opt, stream(steps), amp)
+
+    run_other(args.warmup)
+    best = _interleaved({normalizer: run_runner, other: run_other}, args.steps, args.chunk, args.repeats, device)
+    exact, paper = args.steps / best["exact"], args.steps / best["paper"]
+    print(f"vMF normaliser (runner, alternating chunks of {args.chunk} steps): exact {exact:.1f} steps/s   "
+          f"paper approximation {paper:.1f} steps/s   ratio exact/approximation: {exact / paper:.3f} "
+          f"(exact costs {100 * (paper / exact - 1):+.1f}% time per step)")
+
+
+def _interleaved(functions, steps: int, chunk: int, repeats: int, device: torch.device) -> dict:
+    """Best-of-repeats seconds for `steps` steps of each function, run in alternating chunks of `chunk` steps, so
+    that on a shared machine every function runs under the same load."""
+    best = {name: float("inf") for name in functions}
+    for _ in range(repeats):
+        total = dict.fromkeys(functions, 0.0)
+        done = 0
+        while done < steps:
+            n = min(chunk, steps - done)
+            for name, function in functions.items():
+                _sync(device)
+                start = time.perf_counter()
+                function(n)
+                _sync(device)
+                total[name] += time.perf_counter() - start
+            done += n
+        best = {name: min(best[name], total[name]) for name in functions}
+    return best
 
 
 def _timed(function, steps: int, device: torch.device, repeats: int) -> float:

@@ -279,3 +279,18 @@ def test_a_single_run_still_exits_2_with_one_line(tmp_path):
     result = _cli("mode.learning_rate=-1", f"runs_root={tmp_path}")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: mode.learning_rate=-1 must be a finite number >= 0"]
+
+
+def test_options_added_later_resume_at_their_old_behaviour():
+    """A vMF run saved before method.params.sampler existed resumes with the default (exact); a change is refused."""
+    from omegaconf import OmegaConf
+
+    from vmf_embeddings.resume import model_or_data_changes
+
+    new = compose_config(["method=vmf_softmax"])
+    saved = OmegaConf.to_container(new, resolve=True)
+    del saved["method"]["params"]["sampler"], saved["method"]["head"]["sampler"]
+    assert model_or_data_changes(saved, new) == []
+    changed = compose_config(["method=vmf_softmax", "method.params.sampler=original"])
+    assert model_or_data_changes(saved, changed) == ["method.head.sampler ('<absent>' -> 'original')",
+                                                     "method.params.sampler ('<absent>' -> 'original')"]

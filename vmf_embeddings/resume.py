@@ -73,10 +73,16 @@ def config_changes(saved: Any, new: Any) -> Dict[str, tuple]:
     return changes
 
 
+#: options added after runs were saved, with the value that reproduces what those runs did
+ADDED_DEFAULTS = {"method.params.sampler": "exact", "method.head.sampler": "exact"}
+
+
 def _added_default(old: Any, new: Any, key: str = "") -> bool:
-    """A key the saved run predates, now at an off / empty default (a newer version added an option); the
-    `spherization.*` options only act with arch.spherize=true, which such a run cannot have had."""
-    return old == "<absent>" and (new in (None, False, 0, "", "none", "[]", "{}") or key.startswith("spherization."))
+    """A key the saved run predates, now at an off / empty default (a newer version added an option) or at the
+    value that behaves as before (ADDED_DEFAULTS); the `spherization.*` options only act with arch.spherize=true,
+    which such a run cannot have had."""
+    return old == "<absent>" and (new in (None, False, 0, "", "none", "[]", "{}") or key.startswith("spherization.")
+                                  or ADDED_DEFAULTS.get(key, _MISSING) == new)
 
 
 def model_or_data_changes(saved: Any, new: Any) -> List[str]:

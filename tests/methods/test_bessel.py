@@ -313,3 +313,160 @@ def test_internal_debye_term_counts():
     # fewer terms at high order is what keeps d = 512 cheap; the bound on the neglected term is what makes it safe
     assert bessel._debye_terms(0.0) == bessel._MAX_DEBYE_TERMS
     assert bessel._debye_terms(255.0) < bessel._debye_terms(63.0) < bessel._MAX_DEBYE_TERMS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the fast path (default for float32): log C_d, A_d and dA_d/dkappa from one fused evaluation
+# ---------------------------------------------------------------------------------------------------------------
+# d = 3: closed form; 2, 4, 16, 41: Debye outside the radius-20 circle, power series inside; 42 and up: Debye only
+FAST_DIMS = [2, 3, 4, 16, 41, 42, 128, 512, 2048]
+
+
+def _fast_kappas(d: int) -> np.ndarray:
+    """kappa = 0, 1e-3..1e5, and both sides of every switch of the fast path for this d."""
+    ks = [0.0, *np.logspace(-3, 5, 33), 0.37, 3.0, 60.0, 243.0, 701.0]
+    x_min = math.sqrt(max(bessel._FAST_RADIUS**2 - (d / 2 - 1) ** 2, 0.0))
+    if x_min > 0:
+        ks += [x_min * (1 - 1e-6), x_min, x_min * (1 + 1e-6)]
+    if d == 3:
+        ks += [bessel._LANGEVIN_SWITCH * (1 - 1e-6), bessel._LANGEVIN_SWITCH, bessel._LANGEVIN_SWITCH * (1 + 1e-6)]
+    return np.unique(np.array(ks))
+
+
+def _mp_log_c_a_da(d: int, kappa: float):
+    """(log C_d, A_d, dA_d/dkappa) from mpmath; dA/dk = 1 - A^2 - (d-1) A/k; kappa = 0: the limits (A ~ k/d)."""
+    if kappa == 0.0:
+        log_area = math.log(2) + d / 2 * math.log(math.pi) - math.lgamma(d / 2)
+        return -log_area, 0.0, 1.0 / d
+    nu, k = mp.mpf(d) / 2 - 1, mp.mpf(kappa)
+    i0 = mp.besseli(nu, k, maxterms=10**6)
+    a = mp.besseli(nu + 1, k, maxterms=10**6) / i0
+    log_c = nu * mp.log(k) - mp.mpf(d) / 2 * mp.log(2 * mp.pi) - mp.log(i0)
+    return float(log_c), float(a), float(1 - a * a - (d - 1) * a / k)
+
+
+def _fast_outputs(d: int, kappa: torch.Tensor, fast=None):
+    """(log C_d, its autograd gradient, A_d, its autograd gradient) as float64 numpy arrays."""
+    k1, k2 = kappa.clone().requires_grad_(True), kappa.clone().requires_grad_(True)
+    log_c = log_vmf_normalizer(d, k1, fast=fast)
+    a = mean_resultant_length(d, k2, fast=fast)
+    (grad_log_c,) = torch.autograd.grad(log_c.sum(), k1)
+    (grad_a,) = torch.autograd.grad(a.sum(), k2)
+    assert log_c.dtype == a.dtype == grad_log_c.dtype == grad_a.dtype == kappa.dtype
+    return [t.detach().double().numpy() for t in (log_c, grad_log_c, a, grad_a)]
+
+
+def _rel_or_zero(got, ref) -> np.ndarray:
+    """Relative error where ref != 0; |got| where ref == 0 (A_d(0) = 0 must come out exactly 0)."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return np.where(ref != 0, np.abs(got - ref) / np.where(ref != 0, np.abs(ref), 1.0), np.abs(got))
+
+
+@pytest.mark.parametrize("d", FAST_DIMS)
+def test_fast_path_float32_matches_mpmath(d):
+    # the spec: 1e-6 relative for d <= 2048, kappa <= 1e5 (log C relative to max(1, |log C|)); measured ~6e-8, i.e.
+    # float32 rounding. The reference is taken at the float32-rounded kappa: input rounding is not the method's error.
+    kappa = _t(_fast_kappas(d), torch.float32)
+    ref = np.array([_mp_log_c_a_da(d, k) for k in kappa.double().numpy()])
+    log_c, grad_log_c, a, grad_a = _fast_outputs(d, kappa)  # float32 takes the fast path by default
+    assert _rel(log_c, ref[:, 0]).max() <= 1e-6
+    assert _rel_or_zero(a, ref[:, 1]).max() <= 1e-6
+    assert _rel_or_zero(-grad_log_c, ref[:, 1]).max() <= 1e-6  # the gradient training uses: -A_d
+    assert _rel_or_zero(grad_a, ref[:, 2]).max() <= 1e-6  # dA_d/dkappa (second term of the loss)
+
+
+@pytest.mark.parametrize("d", FAST_DIMS)
+def test_fast_path_float64_error_before_rounding(d):
+    # fast=True on float64 shows the method's own error: the Debye truncation (_FAST_TOL = 1e-9) and the closed forms
+    kappa = _t(_fast_kappas(d))
+    ref = np.array([_mp_log_c_a_da(d, k) for k in kappa.numpy()])
+    log_c, grad_log_c, a, grad_a = _fast_outputs(d, kappa, fast=True)
+    assert _rel(log_c, ref[:, 0]).max() <= 1e-9
+    assert _rel_or_zero(a, ref[:, 1]).max() <= 1e-9
+    assert np.array_equal(grad_log_c, -a)  # exactly the saved A_d
+    assert _rel_or_zero(grad_a, ref[:, 2]).max() <= 2e-7  # a derivative of the truncated series: ~50x the value's
+
+
+def test_fast_path_matches_reference_for_every_low_dimension():
+    # every d whose fast path has both regions (2..41) and some beyond, on a dense grid, against the reference path
+    kappa = _t(np.unique(np.concatenate([np.logspace(-3, 5, 161), np.linspace(14.0, 21.0, 71)])))
+    for d in [*range(2, 46), 64, 100, 255, 256, 1000, 2047]:
+        log_c, grad_log_c, a, grad_a = _fast_outputs(d, kappa, fast=True)
+        ref_log_c, _, ref_a, ref_grad_a = _fast_outputs(d, kappa, fast=False)
+        assert _rel(log_c, ref_log_c).max() <= 1e-9, d
+        assert np.max(np.abs(a / ref_a - 1)) <= 1e-9, d
+        assert np.max(np.abs(grad_a / ref_grad_a - 1)) <= 2e-7, d
+
+
+@pytest.mark.parametrize("d", [2, 3, 16, 128])
+def test_fast_path_gradcheck(d):
+    # finite differences (step 1e-6, good to ~1e-7) on both sides of the switches, in float64 with fast=True
+    kappa = torch.tensor([0.05, 0.5, 3.0, 12.0, 19.9, 20.1, 25.0, 150.0, 2e3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda k: log_vmf_normalizer(d, k, fast=True), (kappa,), eps=1e-6, atol=1e-7,
+                                    rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda k: mean_resultant_length(d, k, fast=True), (kappa,), eps=1e-6, atol=1e-7,
+                                    rtol=1e-6)
+    # create_graph: the gradient -A_d is itself differentiable (second derivative of log C_d = -dA_d/dkappa)
+    assert torch.autograd.gradgradcheck(lambda k: log_vmf_normalizer(d, k, fast=True), (kappa,), eps=1e-6, atol=1e-7,
+                                        rtol=1e-5)
+
+
+def test_fast_path_is_the_float32_default_and_float64_keeps_the_reference():
+    k64 = _t([0.0, 0.3, 19.0, 60.0, 1e4])
+    k32 = k64.float()
+    for d in [3, 16, 512]:
+        assert torch.equal(log_vmf_normalizer(d, k32), log_vmf_normalizer(d, k32, fast=True))
+        assert torch.equal(mean_resultant_length(d, k32), mean_resultant_length(d, k32, fast=True))
+        assert torch.equal(log_vmf_normalizer(d, k64), log_vmf_normalizer(d, k64, fast=False))
+        assert torch.equal(mean_resultant_length(d, k64), bessel_ratio(d / 2 - 1, k64))
+        # without a backward pass ahead A_d is skipped, which must not change log C_d
+        with_grad = log_vmf_normalizer(d, k32.clone().requires_grad_(True)).detach()
+        with torch.no_grad():
+            assert torch.equal(log_vmf_normalizer(d, k32), with_grad)
+
+
+def test_fast_path_shapes_and_empty_input():
+    x = torch.rand(3, 4, 5) * 50
+    for d in [3, 16, 512]:
+        assert log_vmf_normalizer(d, x).shape == (3, 4, 5) and mean_resultant_length(d, x).shape == (3, 4, 5)
+        assert log_vmf_normalizer(d, torch.zeros(0)).shape == (0,)
+        assert mean_resultant_length(d, torch.zeros(0, requires_grad=True)).shape == (0,)
+
+
+def test_fast_path_accelerator_branch(monkeypatch):
+    # on accelerators the two regions are merged with torch.where (no data-dependent indexing, no host-device sync);
+    # run that branch on CPU and check it gives the indexing branch's results
+    kappa = _t(np.concatenate([np.logspace(-3, 5, 60), [0.0, 0.1, 18.0, 20.0, 25.0]]), torch.float32)
+    cases = [(d, fast) for d in [2, 3, 16, 41] for fast in [(kappa, None), (kappa.double(), True)]]
+    host = [_fast_outputs(d, k, fast=f) for d, (k, f) in cases]
+    monkeypatch.setattr(bessel, "_index_on_host", lambda x: False)
+    for (d, (k, f)), want in zip(cases, host):
+        for got_part, want_part in zip(_fast_outputs(d, k, fast=f), want):
+            assert np.allclose(got_part, want_part, rtol=1e-12, atol=0), d
+
+
+def test_fast_debye_log_polynomials_are_the_log_of_debye_sum():
+    # exp(sum_k Q_k(p) y^k) = sum_k P_k(p) y^k as power series in y, exactly (rational arithmetic)
+    from fractions import Fraction
+
+    n = 8
+    q = bessel._debye_log_polynomials(n)
+    p = bessel._debye_polynomials_exact(n)
+    e = [[Fraction(1)]]  # e_n = (1/n) sum_(k=1..n) k q_k e_(n-k)  (E' = L' E)
+    for m in range(1, n + 1):
+        acc = [Fraction(0)] * (m + 1)
+        for k in range(1, m + 1):
+            for i, c in enumerate(bessel._poly_mul(list(q[k]), e[m - k])):
+                acc[i] += Fraction(k, m) * c
+        e.append(acc)
+    for m in range(n + 1):
+        assert e[m] == list(p[m]), m
+
+
+def test_fast_debye_term_counts():
+    # fewer terms at high order keep d = 512 / 2048 cheap; the bound on the neglected term keeps them accurate
+    assert [bessel._fast_debye_terms(d / 2 - 1) for d in [2, 16, 42, 128, 512, 2048]] == [7, 7, 7, 4, 3, 2]
+    for d in [16, 128, 2048]:
+        k = bessel._fast_debye_terms(d / 2 - 1)
+        assert len(bessel._fast_debye_coefficients(d)[0]) == 3 * k  # L/y has degree 3K - 1
+        assert bessel._debye_log_bound(k + 1) / max(d / 2 - 1, bessel._FAST_RADIUS) ** (k + 1) <= bessel._FAST_TOL

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy import stats
+from scipy import integrate, stats
 from scipy.special import xlogy
 
 import vmf_embeddings.methods.vmf_distribution as vmf_dist
@@ -77,6 +77,80 @@ def test_moment_check_catches_the_original_large_kappa_shortcut(monkeypatch):
     mu = _random_mu(1, 128, seed=0)
     x = sample_vmf(mu, torch.tensor([60.0], dtype=torch.float64), 4000, generator=_gen(0))[:, 0]
     assert abs(_moment_check(x, mu[0], 60.0)["z_mean"]) > 4
+
+
+def _original_sampler_mean(d: int, kappa: float) -> float:
+    """E[mu^T x] under the original code's sampler (s-vae-pytorch, Davidson et al., as copied by
+    google-research/vmf_embeddings), by quadrature over its Beta((d-1)/2, (d-1)/2) proposal eps: accepted with
+    probability min(1, exp((d-1) log t - t + delta)), t = 2ab/(1 - (1-b) eps), delta = 4ab/(1+b) - (d-1) log(d-1),
+    w = (1 - (1+b) eps)/(1 - (1-b) eps), where b is blended from the exact value to (d-1)/(4 kappa) on kappa in
+    [10, 11] and a keeps the exact c. Written from the original's formulas, independently of vmf_distribution."""
+    m = d - 1
+    c = math.sqrt(4 * kappa**2 + m**2)
+    blend = min(max(kappa - 10.0, 0.0), 1.0)
+    b = blend * m / (4 * kappa) + (1 - blend) * (c - 2 * kappa) / m
+    a = (m + 2 * kappa + c) / 4
+    delta = 4 * a * b / (1 + b) - m * math.log(m)
+    proposal = stats.beta(m / 2, m / 2)
+
+    def accepted_density(eps: float) -> float:
+        t = 2 * a * b / (1 - (1 - b) * eps)
+        return proposal.pdf(eps) * min(1.0, math.exp(m * math.log(t) - t + delta))
+
+    def w(eps: float) -> float:
+        return (1 - (1 + b) * eps) / (1 - (1 - b) * eps)
+
+    num = integrate.quad(lambda e: w(e) * accepted_density(e), 0, 1, points=[0.5], limit=500)[0]
+    return num / integrate.quad(accepted_density, 0, 1, points=[0.5], limit=500)[0]
+
+
+@pytest.mark.parametrize("d,kappa,biased", [(128, 60.0, 0.306), (128, 10.5, -0.317), (512, 50.0, -0.437)])
+def test_original_sampler_reproduces_the_shortcut_bias(d, kappa, biased):
+    # sampler="original" (parity runs) draws E[mu^T x] = the original's biased value, not A_d; the default stays exact.
+    # kappa = 10.5 is inside the original's blend (half shortcut); d = 512, kappa = 50 has b > 1.
+    n = 20_000
+    mu = _random_mu(1, d, seed=21)
+    kappa_t = torch.tensor([kappa], dtype=torch.float64)
+    reference = _original_sampler_mean(d, kappa)
+    assert abs(reference - biased) < 1e-3  # the documented value (at d = 128, kappa = 60: 0.306 vs A_d = 0.396)
+    exact = _exact_a(d, kappa)
+    w_orig = (sample_vmf(mu, kappa_t, n, generator=_gen(22), sampler="original")[:, 0] @ mu[0]).numpy()
+    w_exact = (sample_vmf(mu, kappa_t, n, generator=_gen(22))[:, 0] @ mu[0]).numpy()
+    se_orig, se_exact = w_orig.std() / math.sqrt(n), w_exact.std() / math.sqrt(n)
+    assert abs(w_orig.mean() - reference) < 4 * se_orig
+    assert abs(w_orig.mean() - exact) > 50 * se_orig  # clearly biased at this sample size
+    assert abs(w_exact.mean() - exact) < 4 * se_exact  # the default: E[mu^T x] = A_d(kappa)
+
+
+def test_original_sampler_documented_numbers():
+    # the numbers quoted in conf/method/vmf_softmax.yaml and the docstrings: d = 128, kappa = 60
+    assert abs(_original_sampler_mean(128, 60.0) - 0.306) < 5e-4
+    assert abs(_exact_a(128, 60.0) - 0.396) < 5e-4
+
+
+def test_original_sampler_below_the_blend_and_at_d3():
+    # kappa <= 10: the original's b is the exact one (same distribution); d = 3: the closed form, identical draws
+    mu = _random_mu(1, 3, seed=23)
+    kappa = torch.tensor([60.0], dtype=torch.float64)
+    assert torch.equal(sample_vmf(mu, kappa, 50, generator=_gen(24), sampler="original"),
+                       sample_vmf(mu, kappa, 50, generator=_gen(24)))
+    mu = _random_mu(1, 128, seed=25)
+    n = 20_000
+    x = sample_vmf(mu, torch.tensor([8.0], dtype=torch.float64), n, generator=_gen(26), sampler="original")
+    w = x[:, 0] @ mu[0]
+    assert abs(w.mean().item() - _exact_a(128, 8.0)) < 4 * w.std().item() / math.sqrt(n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_original_sampler_gradients_and_validation(dtype):
+    mu = _random_mu(3, 128, seed=27, dtype=dtype).requires_grad_(True)
+    kappa = torch.tensor([5.0, 10.5, 60.0], dtype=dtype, requires_grad=True)  # below, inside and above the blend
+    x = sample_vmf(mu, kappa, 16, generator=_gen(28), sampler="original")
+    assert x.dtype == dtype and torch.all(torch.isfinite(x))
+    x.sum().backward()
+    assert torch.all(torch.isfinite(mu.grad)) and torch.all(torch.isfinite(kappa.grad)) and torch.all(kappa.grad != 0)
+    with pytest.raises(ValueError, match="sampler='wood' is not one of exact, original"):
+        sample_vmf(mu.detach(), kappa.detach(), 2, sampler="wood")
 
 
 def _cdf_d3(w: np.ndarray, kappa: float) -> np.ndarray:

@@ -36,7 +36,7 @@ def test_loss_matches_float64_loop_reference(monkeypatch):
     f = torch.randn(5, d, generator=g, dtype=torch.float64) * 3
     y = torch.tensor([0, 1, 2, 3, 1])
     fixed = F.normalize(torch.randn(3, 5, d, generator=g, dtype=torch.float64), dim=-1)
-    monkeypatch.setattr(vmf_module, "sample_vmf", lambda mu, kappa, n, generator=None: fixed)
+    monkeypatch.setattr(vmf_module, "sample_vmf", lambda mu, kappa, n, generator=None, sampler="exact": fixed)
     got = head.loss(f, y).item()
 
     z = f.numpy() * head.z_kappa_mult.item()
@@ -146,3 +146,67 @@ def test_paper_normalizer_option_close_to_exact():
 def test_refuses_one_dimensional_embeddings():
     with pytest.raises(ValueError, match="embedding_dim"):
         VMFSoftmax(1, 3)
+
+
+def test_float32_loss_matches_float64_reference_loss(monkeypatch):
+    # training runs in float32, where the exact normaliser takes the fused fast path: the same loss and gradients as
+    # the float64 reference evaluation up to float32 rounding (same samples)
+    for d in (3, 16, 128):
+        g = torch.Generator().manual_seed(d)
+        fixed = F.normalize(torch.randn(3, 7, d, generator=g, dtype=torch.float64), dim=-1)
+        monkeypatch.setattr(vmf_module, "sample_vmf", lambda mu, kappa, n, generator=None, sampler="exact":
+                            fixed.to(mu.dtype))
+        head64 = _head(d, 5, init_temp=-3.0)
+        head32 = VMFSoftmax(d, 5, init_temp=-3.0, n_samples=3)
+        head32.load_state_dict(head64.state_dict())
+        for head in (head32, head64):
+            head.z_kappa_mult.fill_(4.0)
+        f64 = torch.randn(7, d, generator=g, dtype=torch.float64).requires_grad_(True)
+        f32 = f64.detach().float().requires_grad_(True)
+        y = torch.arange(7) % 5
+        loss64, loss32 = head64.loss(f64, y), head32.loss(f32, y)
+        assert loss32.item() == pytest.approx(loss64.item(), rel=1e-5), d
+        loss64.backward()
+        loss32.backward()
+        torch.testing.assert_close(f32.grad.double(), f64.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(head32.classifier.weight.grad.double(), head64.classifier.weight.grad, rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_sampler_option_reaches_every_draw(monkeypatch):
+    calls = []
+
+    def spy(mu, kappa, n, generator=None, sampler="exact"):
+        calls.append(sampler)
+        return F.normalize(torch.randn(n, mu.shape[0], mu.shape[1], dtype=mu.dtype), dim=-1)
+
+    monkeypatch.setattr(vmf_module, "sample_vmf", spy)
+    for choice in ("exact", "original"):
+        calls.clear()
+        head = _head(8, 3, sampler=choice)
+        f = torch.randn(4, 8, dtype=torch.float64)
+        head.loss(f, torch.tensor([0, 1, 2, 0]))
+        head.logits(f, n_samples=2)
+        assert calls == [choice] * 3  # the loss's instance draws, the prediction's instance and class draws
+
+
+def test_unknown_sampler_is_a_one_line_config_error(compose_cfg):
+    from vmf_embeddings.errors import ConfigError
+    from vmf_embeddings.validate import VMF_SAMPLERS, validate
+    from vmf_embeddings.methods.vmf_distribution import SAMPLERS
+
+    assert VMF_SAMPLERS == SAMPLERS
+    with pytest.raises(ConfigError, match=r"^method\.params\.sampler='wood' is not one of exact, original$"):
+        VMFSoftmax(8, 3, sampler="wood")
+    cfg = compose_cfg(["method=vmf_softmax", "method.params.sampler=wood"])
+    with pytest.raises(ConfigError, match=r"^method\.params\.sampler='wood' is not one of exact, original$"):
+        validate(cfg)
+
+
+def test_sampler_config_default_is_exact(compose_cfg):
+    from vmf_embeddings.build import build_model
+
+    cfg = compose_cfg(["method=vmf_softmax"])
+    assert cfg.method.params.sampler == "exact" and build_model(cfg).head.sampler == "exact"
+    cfg = compose_cfg(["method=vmf_softmax", "method.params.sampler=original"])
+    assert build_model(cfg).head.sampler == "original"

@@ -5,8 +5,10 @@ reflection e1 -> mu, as in the original code (google-research/vmf_embeddings, ad
 s-vae-pytorch), with these departures:
 
 * b is the exact, cancellation-free b = (d-1) / (2 kappa + sqrt(4 kappa^2 + (d-1)^2)). The original replaced b by
-  (d-1)/(4 kappa) for kappa >= 11 (blended on 10..11); that breaks Wood's envelope unless kappa >> d and biases the
-  samples (measured: E[mu^T x] = 0.31 instead of 0.40 at d = 128, kappa = 60). We do NOT copy that shortcut.
+  (d-1)/(4 kappa) for kappa >= 11 (blended linearly with the exact b on 10..11); that breaks Wood's envelope unless
+  kappa >> d and biases the samples: at d = 128, kappa = 60, E[mu^T x] is about 0.306 instead of A_d = 0.396
+  (tests/methods/test_vmf_distribution.py). The default does NOT copy that shortcut; `sampler="original"` restores
+  it (with the original's acceptance test for a b that is not Wood's), for parity runs only.
 * With the exact b, a b = (d-1)(1+b)/4, so Wood's test (d-1) log t - t + delta >= log u becomes
   m (log tau - tau + 1) >= log u, m = d - 1, with tau - 1 = (1-b) s / ((1-s) + b (1+s)), s = 2 eps - 1.
   Algebraically the same test, but without the m log m - m log t cancellation (thousands at d = 512) that float32
@@ -40,7 +42,11 @@ from torch import Tensor
 
 from .bessel import log_vmf_normalizer, mean_resultant_length
 
-__all__ = ["sample_vmf", "VonMisesFisher"]
+__all__ = ["sample_vmf", "VonMisesFisher", "SAMPLERS"]
+
+#: b of Wood's envelope: "exact" (the default, unbiased) or "original" (the original code's large-kappa shortcut,
+#: biased; for parity runs)
+SAMPLERS = ("exact", "original")
 
 #: measured lower bound on Wood's acceptance probability over d >= 2, kappa in [1e-4, 1e5] (the worst case, 0.657,
 #: is d = 2 at large kappa); used only to size the candidate block
@@ -74,6 +80,24 @@ def _wood_constants(kappa: Tensor, m: int) -> Tuple[Tensor, Tensor]:
     return b, one_minus_b
 
 
+def _original_wood_constants(kappa: Tensor, m: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(b, 1 - b, g, h) of the original code's envelope, differentiable in kappa.
+
+    b = s (d-1)/(4 kappa) + (1 - s) b_exact with s = clamp(kappa - 10, 0, 1), as in s-vae-pytorch (Davidson et al.)
+    and google-research/vmf_embeddings; a = (d - 1 + 2 kappa + c)/4 keeps the exact c. With that b, Wood's test
+    (d-1) log t - t + delta >= log u, delta = 4ab/(1+b) - (d-1) log(d-1), reads m (log tau - tau + h) >= log u,
+    tau = g / ((1-s') + b (1+s')), g = 4ab/m, h = g/(1+b), m = d - 1 (s' the symmetric Beta draw). For kappa <= 10
+    this is the exact envelope (g = 1 + b, h = 1).
+    """
+    b_exact, omb_exact = _wood_constants(kappa, m)
+    blend = (kappa - 10.0).clamp(0.0, 1.0)
+    b_short = m / (4.0 * kappa)
+    b = blend * b_short + (1.0 - blend) * b_exact
+    one_minus_b = blend * (1.0 - b_short) + (1.0 - blend) * omb_exact
+    g = (m + 2.0 * kappa + torch.sqrt(4.0 * kappa * kappa + m * m)) * b / m
+    return b, one_minus_b, g, g / (1.0 + b)
+
+
 def _symmetric_beta(
     shape: Tuple[int, int], m: int, like: Tensor, generator: Optional[torch.Generator]
 ) -> Tuple[Tensor, Tensor]:
@@ -94,7 +118,9 @@ def _symmetric_beta(
     return one_plus, one_minus
 
 
-def _accepted_proposal(kappa: Tensor, m: int, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor, int]:
+def _accepted_proposal(
+    kappa: Tensor, m: int, generator: Optional[torch.Generator], sampler: str = "exact"
+) -> Tuple[Tensor, Tensor, int]:
     """(1 + s, 1 - s) of one accepted Wood proposal per entry of `kappa` (flattened), and the rounds it took.
 
     No gradient: w is rebuilt from (1 +- s) and a differentiable b(kappa) afterwards.
@@ -102,16 +128,24 @@ def _accepted_proposal(kappa: Tensor, m: int, generator: Optional[torch.Generato
     kappa = kappa.reshape(-1)
     n_rows = kappa.numel()
     block = _block_size(n_rows, kappa.device)
-    b_all, omb_all = _wood_constants(kappa, m)
+    if sampler == "exact":
+        consts = _wood_constants(kappa, m)
+    else:
+        consts = _original_wood_constants(kappa, m)
     rows: Optional[Tensor] = None  # indices of the rows still pending; None = all rows (first round)
     for round_ in range(1, _MAX_ROUNDS + 1):
-        b, omb = (b_all, omb_all) if rows is None else (b_all[rows], omb_all[rows])
-        shape = (b.numel(), block)
+        b, omb, *original = [c.unsqueeze(1) for c in (consts if rows is None else [c[rows] for c in consts])]
+        shape = (b.shape[0], block)
         opl, omi = _symmetric_beta(shape, m, kappa, generator)
         log_u = torch.log(torch.rand(shape, dtype=kappa.dtype, device=kappa.device, generator=generator))
-        # Wood's test with the exact b: m (log tau - tau + 1) >= log u, tau - 1 = (1-b) s / ((1-s) + b (1+s))
-        tau_m1 = omb.unsqueeze(1) * (opl - omi) / 2.0 / (omi + b.unsqueeze(1) * opl)
-        accept = log_u <= m * (torch.log1p(tau_m1) - tau_m1)
+        if not original:
+            # Wood's test with the exact b: m (log tau - tau + 1) >= log u, tau - 1 = (1-b) s / ((1-s) + b (1+s))
+            tau_m1 = omb * (opl - omi) / 2.0 / (omi + b * opl)
+            accept = log_u <= m * (torch.log1p(tau_m1) - tau_m1)
+        else:  # the original's b: m (log tau - tau + h) >= log u, tau = g / ((1-s) + b (1+s))
+            g, h = original
+            tau = g / (omi + b * opl)
+            accept = log_u <= m * (torch.log(tau) - tau + h)
         first = accept.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first accepted candidate
         got = accept.any(dim=1)
         sel_plus, sel_minus = opl.gather(1, first).squeeze(1), omi.gather(1, first).squeeze(1)
@@ -131,16 +165,19 @@ def _accepted_proposal(kappa: Tensor, m: int, generator: Optional[torch.Generato
     )
 
 
-def _one_minus_w(kappa: Tensor, d: int, generator: Optional[torch.Generator]) -> Tensor:
-    """1 - w with w = mu^T x ~ the vMF marginal, differentiable in kappa; shape of `kappa`."""
+def _one_minus_w(kappa: Tensor, d: int, generator: Optional[torch.Generator], sampler: str = "exact") -> Tensor:
+    """1 - w with w = mu^T x ~ the vMF marginal (`sampler="exact"`), differentiable in kappa; shape of `kappa`.
+
+    `sampler="original"` uses the original code's b (biased for d != 3; d = 3 is the closed form either way).
+    """
     if d == 3:
         v = torch.rand(kappa.shape, dtype=kappa.dtype, device=kappa.device, generator=generator)
         return -torch.log1p(v * torch.expm1(-2.0 * kappa)) / kappa
     m = d - 1
     with torch.no_grad():
-        one_plus, one_minus, _ = _accepted_proposal(kappa.detach(), m, generator)
+        one_plus, one_minus, _ = _accepted_proposal(kappa.detach(), m, generator, sampler)
     one_plus, one_minus = one_plus.reshape(kappa.shape), one_minus.reshape(kappa.shape)
-    b, _ = _wood_constants(kappa, m)
+    b = _wood_constants(kappa, m)[0] if sampler == "exact" else _original_wood_constants(kappa, m)[0]
     # w = (1 - (1+b) eps) / (1 - (1-b) eps), eps = (1+s)/2  =>  1 - w = 2 b (1+s) / ((1-s) + b (1+s))
     return 2.0 * b * one_plus / (one_minus + b * one_plus)
 
@@ -157,7 +194,11 @@ def _householder_axis(mu: Tensor) -> Tensor:
 
 
 def sample_vmf(
-    mu: Tensor, kappa: Tensor, n_samples: int, generator: Optional[torch.Generator] = None
+    mu: Tensor,
+    kappa: Tensor,
+    n_samples: int,
+    generator: Optional[torch.Generator] = None,
+    sampler: str = "exact",
 ) -> Tensor:
     """Draw `n_samples` reparameterised samples from vMF(mu_i, kappa_i) for every row i.
 
@@ -166,6 +207,9 @@ def sample_vmf(
         kappa: N concentrations (> 0; tested on [1e-4, 1e5]).
         n_samples: S, the number of draws per row.
         generator: source of all randomness when given (must live on mu's device).
+        sampler: "exact" (Wood's envelope; draws follow vMF) or "original" (the original code's b shortcut for
+            kappa > 10, blended on 10..11: biased -- at D = 128, kappa = 60 E[mu^T x] is about 0.306 instead of
+            0.396 -- kept for parity runs; no effect at D = 3).
 
     Returns:
         S x N x D unit vectors, in mu's dtype and on its device; differentiable w.r.t. mu and kappa (see the
@@ -181,10 +225,12 @@ def sample_vmf(
         raise ValueError(f"sample_vmf: kappa must have shape ({n},) to match mu, got {tuple(kappa.shape)}")
     if n_samples < 1:
         raise ValueError(f"sample_vmf: n_samples must be >= 1, got {n_samples}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sample_vmf: sampler={sampler!r} is not one of {', '.join(SAMPLERS)}")
     kw = dict(dtype=mu.dtype, device=mu.device)
 
     kappa_rows = kappa.unsqueeze(0).expand(n_samples, n)
-    omw = _one_minus_w(kappa_rows, d, generator).clamp(0.0, 2.0)  # S x N
+    omw = _one_minus_w(kappa_rows, d, generator, sampler).clamp(0.0, 2.0)  # S x N
     # sqrt(1 - w^2); clamp only guards the exact 0 (w = 1), where sqrt has an infinite derivative
     radius = torch.sqrt((omw * (2.0 - omw)).clamp_min(torch.finfo(mu.dtype).tiny))
 
