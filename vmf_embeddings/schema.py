@@ -25,6 +25,10 @@ REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
 }
 
 
+#: `dataset.store` values (vmf_embeddings/datasets/store.py): read the image files | use (or build) the
+#: decoded-image store | decode it again
+STORE_MODES = ("none", "auto", "rebuild")
+
 #: every key of the mode group (conf/mode/train.yaml); an unknown `+mode.<key>` is a typo, refused
 MODE_KEYS = frozenset({
     "name", "learning_rate", "temp_learning_rate", "momentum", "nesterov", "weight_decay", "epochs", "patience",

@@ -178,3 +178,19 @@ def write_omniart(root: Path, train_rows: Sequence[tuple], test_rows: Sequence[t
             lines.append(f"{omni_id},{year},{'' if year == '' else int(float(year)) // 100 + 1},{school}")
             write_image(root / split / f"{omni_id}.jpg", size=(10, 12), seed=int(omni_id))
         (root / f"{split}_complete.csv").write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- JPEGs of assorted sizes (decoded-image store)
+VARIED_SIZES = ((48, 36), (36, 50), (41, 41), (64, 33), (39, 57))
+
+
+def write_varied_jpegs(paths: Iterable[Path], seed: int = 0, sizes: Sequence[tuple] = VARIED_SIZES) -> None:
+    """(Re)write each path as a smooth random RGB JPEG, cycling through landscape, portrait and square sizes, so a
+    shorter-side resize and its centre crop both matter."""
+    for i, path in enumerate(paths):
+        w, h = sizes[i % len(sizes)]
+        rng = np.random.RandomState(seed + i)
+        coarse = rng.randint(0, 256, size=(4, 4, 3)).astype(np.uint8)
+        image = Image.fromarray(coarse).resize((w, h), Image.BILINEAR)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, quality=90)

@@ -4,7 +4,8 @@ A loader is a plain function named in `conf/dataset/<name>.yaml` by `_target_`; 
 `DataSplits`. Small datasets (digits, MNIST, CIFAR, synthetic) come back as `TensorSplit`s held
 in memory as uint8 / float tensors and are augmented batch-wise on the device (see `augment.py`);
 large image datasets (Cars196, CUB200, SOP, ImageNet-200, OmniArt) come back as `FileSplit`s
-decoded by DataLoader workers with torchvision transforms.
+decoded by DataLoader workers with torchvision transforms, or, once `build.build_data` has decoded them into
+a store (`dataset.store`, store.py), as `StoreSplit`s: uint8 rows augmented on the device like `TensorSplit`s.
 
 Bad data is refused when the splits are built, as one line naming the file (`DatasetInvalidError`):
 `check_split` (image/label counts, integer labels, labels inside the class range) runs on every split
@@ -178,11 +179,12 @@ class DataSplits:
     n_train_classes: width of the classifier (classes in `train`).
     open_set: True when val/test classes are disjoint from train classes (Cars196, CUB200, SOP):
         validation then uses Recall@1 instead of accuracy.
-    mean/std: per-channel normalisation applied on the device after augmentation (TensorSplit only;
-        FileSplit transforms normalise themselves).
-    train_augment: name of the on-device augmentation for TensorSplit training batches:
+    mean/std: per-channel normalisation applied on the device after augmentation (TensorSplit and
+        StoreSplit; FileSplit transforms normalise themselves).
+    train_augment: name of the on-device augmentation for TensorSplit (and StoreSplit) training batches:
         "none" | "cifar" (reflect-pad-4 random crop, horizontal flip, 8x8 cutout) | "crop_flip" |
-        "affine" (random rotation + zoom); `augment.DeviceAugment.KINDS`.
+        "affine" (random rotation + zoom) | "resized_crop_flip" (the file-backed recipes on a store);
+        `augment.DeviceAugment.KINDS`.
     train_augment_params: keyword arguments of `augment.DeviceAugment` for it (e.g. {"degrees": 40,
         "scale": (1.3, 1.3)} for "affine"); empty: the kind's defaults.
     unseen_label: label of val/test items whose class never occurs in training (OmniArt with

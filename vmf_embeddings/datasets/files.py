@@ -3,6 +3,10 @@ build-time check of a file-backed dataset's images.
 
 The batch samplers yield LongTensors of indices; this class accepts them whole through
 `__getitems__` (torch >= 2.2 calls it with the index list of a batch) as well as one at a time.
+A batch may come as a `SeededBatch` (indices plus a seed): the worker then seeds torch and `random` with it
+before running the random transforms, so each batch's augmentation depends on its seed only, not on which
+persistent worker (data_source.BatchSource keeps them across epochs) draws it or how many batches that
+worker decoded before.
 
 `check_image_files` (called by the on-disk loaders unless `verify_files=false`) opens every listed
 image once — `PIL.Image.open` reads only the header, so this costs tens of microseconds per file, a few
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -50,6 +55,21 @@ def load_image(path: str) -> Image.Image:
         return img.convert("RGB")
 
 
+class SeededBatch:
+    """The index batch of a DataLoader worker with the seed its random transforms start from."""
+
+    __slots__ = ("indices", "seed")
+
+    def __init__(self, indices: Sequence[int], seed: int) -> None:
+        self.indices, self.seed = indices, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+
 class FileSplitDataset(Dataset):
     """Items are (image C x H x W float32, label int64) or, with `with_targets`, plus the float target."""
 
@@ -77,7 +97,11 @@ class FileSplitDataset(Dataset):
             item = item + (self.split.targets[i],)
         return item
 
-    def __getitems__(self, indices: Sequence[int]) -> list:
+    def __getitems__(self, indices: Union[Sequence[int], SeededBatch]) -> list:
+        if isinstance(indices, SeededBatch):  # in a DataLoader worker: its RNGs serve this batch alone
+            torch.manual_seed(indices.seed)
+            random.seed(indices.seed)
+            indices = indices.indices
         return [self[i] for i in indices]
 
 
