@@ -85,7 +85,11 @@ def _allowed(cfg: DictConfig, allowed: Optional[Sequence[str]]) -> Sequence[str]
 
 
 def build_data(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> DataSplits:
-    """The dataset's splits. `allowed`: extra `_target_` prefixes (default: the config's own `allowed_targets`)."""
+    """The dataset's splits. `allowed`: extra `_target_` prefixes (default: the config's own `allowed_targets`).
+
+    File-backed splits are then read from a decoded-image store unless `dataset.store=none`
+    (vmf_embeddings/datasets/store.py; `dataset.store_dir`, else $VMF_STORE_DIR, else <dataset_path>/.vmf_store).
+    """
     check_targets(cfg.dataset.loader, _allowed(cfg, allowed), "dataset.loader")
     data = instantiate(cfg.dataset.loader)
     if data.n_train_classes != cfg.dataset.n_train_classes:
@@ -93,7 +97,10 @@ def build_data(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> Data
             f"dataset.n_train_classes={cfg.dataset.n_train_classes} but the '{cfg.dataset.name}' files hold "
             f"{data.n_train_classes} training classes; set dataset.n_train_classes={data.n_train_classes}"
         )
-    return data
+    from vmf_embeddings.datasets.store import attach_store
+
+    return attach_store(data, str(cfg.dataset.get("store") or "none"), cfg.dataset.get("store_dir"),
+                        str(cfg.dataset.get("dataset_path") or ""), progress=bool(cfg.get("progress_bar", True)))
 
 
 def build_model(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> EmbeddingModel:
@@ -146,8 +153,9 @@ def _instantiate_option(node: DictConfig, **kwargs):
     return instantiate(option, **kwargs)
 
 
-def build_sampler(cfg: DictConfig, labels: torch.Tensor, seed: int):
-    return _instantiate_option(cfg.sampler, labels=labels, seed=seed)
+def build_sampler(cfg: DictConfig, labels: torch.Tensor, seed: int, **shard):
+    """The training batch sampler; `shard` (rank, world_size) gives a torchrun rank its share of each epoch."""
+    return _instantiate_option(cfg.sampler, labels=labels, seed=seed, **shard)
 
 
 def parameter_groups(model: EmbeddingModel, cfg: DictConfig) -> List[Dict]:

@@ -14,14 +14,18 @@ import json
 from typing import Any, Dict
 
 INFRA_KEYS = frozenset({
-    "name", "runs_root", "run_dir", "device", "num_workers", "amp", "channels_last", "deterministic",
+    "name", "runs_root", "run_dir", "device", "num_workers", "amp", "amp_dtype", "compile", "channels_last",
+    "deterministic",
     "progress_bar", "resume", "overwrite", "threads", "resume_from", "allowed_targets",
     # lifecycle and extraction settings of the mode group
     "mode", "mode.name", "mode.extract_at_end", "mode.evaluate_at_end", "mode.checkpoint", "mode.splits",
     "mode.batch_size", "mode.projector", "mode.projector_max_points",
     "dataset.loader.download",
+    # how a file-backed split is read (the decoded-image store or the files); a run started before the store
+    # existed resumes with it
+    "dataset.store",
 })
-INFRA_PREFIXES = ("hydra.", "hydra/", "eval.")
+INFRA_PREFIXES = ("hydra.", "hydra/", "eval.", "distributed.")
 #: a key whose last component ends so names a file or folder (dataset_path, cache_dir, ...)
 PATH_SUFFIXES = ("path", "dir")
 

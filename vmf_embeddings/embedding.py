@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vmf_embeddings.data_source import BatchSource
+from vmf_embeddings.runtime import autocast_dtype
 
 
 @dataclass
@@ -32,9 +33,10 @@ def _batchnorm_state(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def embed_split(
-    model: nn.Module, source: BatchSource, batch_size: int, amp: bool = False, train_mode: bool = False
+    model: nn.Module, source: BatchSource, batch_size: int, amp: bool = False, train_mode: bool = False,
+    rows: Optional[range] = None,
 ) -> EmbeddedSplit:
-    """f(x) for every item of `source`, in order.
+    """f(x) for every item of `source` (or only `rows` of it), in order.
 
     train_mode=True embeds with the model in training mode (BatchNorm on batch statistics, as the
     vMF original's calibration pass does) and restores the running statistics afterwards, so the
@@ -44,8 +46,10 @@ def embed_split(
     model.train(train_mode)
     features, labels, targets = [], [], []
     try:
-        for x, y, t in source.batches(source.sequential(batch_size)):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        index_batches = (source.sequential(batch_size) if rows is None
+                         else list(torch.arange(rows.start, rows.stop).split(batch_size)))
+        for x, y, t in source.batches(index_batches):
+            with torch.autocast(x.device.type, dtype=autocast_dtype(amp), enabled=bool(amp)):
                 features.append(model(x).float())
             labels.append(y.long())
             if t is not None:
@@ -55,6 +59,19 @@ def embed_split(
             model.load_state_dict(saved, strict=False)
         model.eval()
     return EmbeddedSplit(torch.cat(features), torch.cat(labels), torch.cat(targets) if targets else None)
+
+
+def embed_split_sharded(model: nn.Module, source: BatchSource, batch_size: int, amp: bool = False) -> EmbeddedSplit:
+    """`embed_split` (eval mode) with the rows shared out over the torchrun ranks and gathered back in order,
+    so every rank holds the whole split; a single process embeds it all."""
+    from vmf_embeddings.distributed import all_gather_rows, shard, world
+
+    info = world()
+    if not info.enabled or len(source) < info.world_size:
+        return embed_split(model, source, batch_size, amp)
+    part = embed_split(model, source, batch_size, amp, rows=shard(len(source), info))
+    targets = all_gather_rows(part.targets) if part.targets is not None else None
+    return EmbeddedSplit(all_gather_rows(part.features), all_gather_rows(part.labels), targets)
 
 
 @torch.no_grad()

@@ -26,9 +26,10 @@ from vmf_embeddings import checkpoint
 from vmf_embeddings.build import build_data, build_model
 from vmf_embeddings.layers.spherization import recording_projection
 from vmf_embeddings.data_source import BatchSource
-from vmf_embeddings.embedding import embed_split, head_outputs
+from vmf_embeddings.distributed import all_gather_rows, world
+from vmf_embeddings.embedding import embed_split_sharded, head_outputs
 from vmf_embeddings.errors import CheckpointError
-from vmf_embeddings.runtime import resolve_device
+from vmf_embeddings.runtime import amp_setting, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
             f"(or name=...), or point run_dir= at the run"
         )
     device = resolve_device(cfg.device)
-    amp = bool(cfg.amp)
+    amp = amp_setting(cfg)
     # The saved config names the targets to build; only the current command's allowlist applies.
     allowed = list(cfg.get("allowed_targets") or [])
     data = build_data(train_cfg, allowed)
@@ -70,7 +71,8 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
 
     embedded = {}
     if head.fits_class_state or "train" in mode.splits:
-        embedded["train"] = embed_split(model, BatchSource(data.train, data, device, "none", workers), batch_size, amp)
+        embedded["train"] = embed_split_sharded(model, BatchSource(data.train, data, device, "none", workers),
+                                                batch_size, amp)
     if head.fits_class_state:
         head.fit_class_state(embedded["train"])
 
@@ -82,8 +84,11 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
         **{key: np.float64(value) for key, value in head.geometry_params().items()},
         **head.export(),
     }
+    # Under torchrun every rank embeds its share of each split (embed_split_sharded) and rank 0 writes the files.
+    main_rank = world().is_main
     out_dir = run_dir / "embeddings"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if main_rank:
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for split_name in mode.splits:
         split, projection = embedded.get(split_name), None
@@ -91,8 +96,11 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
             source = BatchSource(getattr(data, split_name), data, device, "none", workers)
             # test split: a spherization layer's input and output for the overlap analysis (layers.spherization.recording_projection)
             with recording_projection(model, enabled=split_name == "test") as projection:
-                split = embed_split(model, source, batch_size, amp)
-        # Sampled predictions on a large training split are costly: skipped unless eval.mc_on_train.
+                split = embed_split_sharded(model, source, batch_size, amp)
+            if projection is not None and world().enabled and len(source) >= world().world_size:
+                _gather_projection(projection, device)
+        if not main_rank:
+            continue        # Sampled predictions on a large training split are costly: skipped unless eval.mc_on_train.
         with_log_probs = (head.predicts_classes and not data.open_set
                           and not (split_name == "train" and head.sampled_prediction and not mc_on_train))
         outputs = head_outputs(head, split, with_log_probs, n_samples=n_samples, seed=seed)
@@ -110,6 +118,14 @@ def extract(cfg: DictConfig, run_dir: Path) -> Dict[str, Path]:
         if split_name == "test" and mode.get("projector", False):
             _write_projector(run_dir, arrays, int(mode.get("projector_max_points", 5000)))
     return written
+
+
+def _gather_projection(record, device: torch.device) -> None:
+    """The spherization layer's rows recorded on every rank, in split order, on every rank."""
+    for name in ("inputs", "outputs"):
+        rows = getattr(record, name)
+        local = torch.cat(rows) if rows else torch.zeros(0)
+        setattr(record, name, [all_gather_rows(local.to(device)).cpu()])
 
 
 def _write_projector(run_dir: Path, arrays: Dict[str, np.ndarray], max_points: int) -> None:

@@ -62,12 +62,30 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
         raise ConfigError(f"{problem}; choose another runs_root=... (or run_dir=...)")
     configure_threads(cfg.get("threads", "auto"))
     run_dir = Path(run_dir)
+    from vmf_embeddings import distributed
+
+    if distributed.launched_by_torchrun():
+        distributed.setup(str(cfg.device))
+        try:
+            return _dispatch(cfg, run_dir, overrides)
+        finally:
+            distributed.teardown()
+    return _dispatch(cfg, run_dir, overrides)
+
+
+def _dispatch(cfg: DictConfig, run_dir: Path, overrides: Iterable[str]) -> Optional[float]:
     if cfg.dataset.get("task", "classification") == "detection":
+        from vmf_embeddings.distributed import launched_by_torchrun
+
+        if launched_by_torchrun():
+            raise ConfigError("detection runs train in one process (torchrun is for the embedding methods); "
+                              "start it with python -m vmf_embeddings.main")
         return run_detection(cfg, run_dir, overrides)
     if cfg.mode.name == "train":
         from vmf_embeddings.train import train
 
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if is_main_rank():
+            run_dir.mkdir(parents=True, exist_ok=True)
         log.info("run dir %s\n%s", run_dir, OmegaConf.to_yaml(cfg, resolve=True))
         progress = train(cfg, run_dir, overrides)
         if progress.finished:
@@ -107,6 +125,28 @@ def run_detection(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = ())
     return progress.best_metric
 
 
+def is_main_rank() -> bool:
+    from vmf_embeddings.distributed import world
+
+    return world().is_main
+
+
+def quiet_other_ranks() -> None:
+    """Under torchrun only rank 0 logs to the console and the run dir's log file; the others report warnings
+    and errors on the console (prefixed with their rank)."""
+    from vmf_embeddings.distributed import launched_by_torchrun, world
+
+    if not launched_by_torchrun() or world().is_main:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+        else:
+            handler.setFormatter(logging.Formatter(f"[rank {world().rank}] %(levelname)s %(message)s"))
+    root.setLevel(logging.WARNING)
+
+
 def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
     """Extract and evaluate a finished run as `mode.extract_at_end` / `mode.evaluate_at_end` ask; print the
     test metrics and where metrics.json is."""
@@ -116,7 +156,7 @@ def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
     from vmf_embeddings.extract import extract
 
     extract(cfg, run_dir)
-    if not mode.evaluate_at_end:
+    if not mode.evaluate_at_end or not is_main_rank():
         return None
     from vmf_embeddings.eval.run_eval import evaluate_run
     from vmf_embeddings.eval.summary import print_summary
@@ -129,12 +169,16 @@ def finish(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
+    quiet_other_ranks()
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task,
                    dict(hydra_cfg.runtime.choices))
     except UserError as error:
         # One line, no traceback: the message names the key or file and the fix.
-        print(f"error: {error}", file=sys.stderr)
+        from vmf_embeddings.distributed import launched_by_torchrun, world
+
+        rank = f"[rank {world().rank}] " if launched_by_torchrun() else ""
+        print(f"error: {rank}{error}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN and not hasattr(error, "exit_code"):  # a signal stops the sweep
             # Only this job fails: the sweep goes on, and vmf_embeddings.sweep reports the failures at its end.
             record_failure(hydra_cfg.job.num, hydra_cfg.overrides.task, str(error))

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -38,10 +38,11 @@ from vmf_embeddings.build import (
 from vmf_embeddings.costs import build_cost
 from vmf_embeddings.data_source import Batch, BatchSource
 from vmf_embeddings.datasets.base import DataSplits
-from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split, head_outputs
+from vmf_embeddings import distributed
+from vmf_embeddings.embedding import EmbeddedSplit, TrainContext, embed_split_sharded, head_outputs
 from vmf_embeddings.errors import ConfigError, NonFiniteLossError, UserError
 from vmf_embeddings.resume import Launch, launched, promote, write_records
-from vmf_embeddings.runtime import resolve_device, seed_everything
+from vmf_embeddings.runtime import CompileFallback, amp_setting, autocast_dtype, resolve_device, seed_everything
 from vmf_embeddings.tracking import Tracker, progress
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,49 @@ class Run:
     train_source: BatchSource  # augmented, for the optimiser steps
     plain_train_source: BatchSource  # no augmentation, for class state fitted from training data
     val_source: BatchSource
-    amp: bool
+    amp: Union[bool, torch.dtype]  # False or the autocast dtype (runtime.amp_setting)
     steps_per_epoch: int
+    train_step: torch.nn.Module  # TrainStep(model), wrapped in DistributedDataParallel under torchrun
+    scaler: "torch.amp.GradScaler"  # enabled for amp_dtype=float16 only (bf16 needs no loss scaling)
+
+
+class TrainStep(torch.nn.Module):
+    """One batch's loss: backbone (under autocast when `amp`) and head. Backbone and head are one module so
+    that DistributedDataParallel sees every parameter that gets a gradient in its forward."""
+
+    def __init__(self, model: EmbeddingModel, amp: Union[bool, torch.dtype] = False, compile: bool = False) -> None:
+        super().__init__()
+        self.model, self.amp = model, amp
+        # compile=true: the model's forward through torch.compile, outside the state dict (runtime.CompileFallback)
+        self._forward = CompileFallback(model) if compile else model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=autocast_dtype(self.amp), enabled=bool(self.amp)):
+            embeddings = self._forward(x)
+        return self.model.head.loss(embeddings.float(), y, t)
+
+
+def wrap_distributed(cfg: DictConfig, model: EmbeddingModel, device: torch.device,
+                     amp: Union[bool, torch.dtype]) -> torch.nn.Module:
+    """TrainStep(model), under torchrun in DistributedDataParallel (gradients averaged over ranks; buffers
+    broadcast from rank 0 at each forward); `distributed.sync_bn=true` first turns BatchNorm into SyncBatchNorm."""
+    step = TrainStep(model, amp, compile=bool(cfg.get("compile", False)))
+    if not distributed.world().enabled:
+        return step
+    options = cfg.get("distributed") or {}
+    if options.get("sync_bn", False):
+        if device.type != "cuda":
+            raise ConfigError("distributed.sync_bn=true needs CUDA (torch's SyncBatchNorm has no CPU kernel); "
+                              "drop it on CPU")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BatchNorm modules in place
+    if getattr(model.head, "steers_sampler", False):
+        raise ConfigError(f"method={cfg.method.name} steers the batch sampler from each rank's own batch losses, "
+                          f"which torchrun ranks cannot share; run it in one process")
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(step, device_ids=ids,
+                                   find_unused_parameters=bool(options.get("find_unused_parameters", False)))
 
 
 # -- building ---------------------------------------------------------------------------------------
@@ -79,7 +121,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     device = resolve_device(cfg.device)
     # bf16 autocast needs no loss scaler. Both options also run on CPU (where they rarely pay off), so
     # the CPU test suite exercises the same code path a GPU run takes.
-    amp, channels_last = bool(cfg.amp), bool(cfg.channels_last)
+    amp, channels_last = amp_setting(cfg), bool(cfg.channels_last)
     if device.type == "cpu" and (amp or channels_last):
         log.warning("amp / channels_last are meant for CUDA; on CPU they usually slow training down")
     data = build_data(cfg)
@@ -87,14 +129,18 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     workers, seed = int(cfg.num_workers), int(cfg.seed)
-    train_source = BatchSource(data.train, data, device, data.train_augment, workers, channels_last, seed)
+    info = distributed.world()
+    # each rank draws its own augmentation; rank 0's generator is the one checkpoints keep
+    train_source = BatchSource(data.train, data, device, data.train_augment, workers, channels_last,
+                               seed + 7919 * info.rank)
     plain_train_source = BatchSource(data.train, data, device, "none", workers, channels_last)
     val_source = BatchSource(data.val, data, device, "none", workers, channels_last)
     n_train_classes = int(torch.unique(data.train.labels).numel())
     if int(cfg.sampler.get("n_classes", 1)) > n_train_classes:
         raise ConfigError(f"sampler.n_classes={cfg.sampler.n_classes} but the training split of {cfg.dataset.name} "
                           f"has {n_train_classes} classes; set sampler.n_classes <= {n_train_classes}")
-    sampler = build_sampler(cfg, data.train.labels, seed)
+    sampler = build_sampler(cfg, data.train.labels, seed, **(
+        {"rank": info.rank, "world_size": info.world_size} if info.enabled else {}))
     if getattr(model.head, "episodic", False) and not hasattr(sampler, "episode_layout"):
         raise ConfigError(f"method={cfg.method.name} trains on few-shot episodes: use sampler=fewshot "
                           f"(not sampler={cfg.sampler.get('name', '?')})")
@@ -102,8 +148,10 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     scheduler = build_scheduler(cfg, optimizer)
     cap = cfg.mode.max_steps_per_epoch
     steps = len(sampler) if cap is None else min(len(sampler), int(cap))
+    train_step = wrap_distributed(cfg, model, device, amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     return Run(cfg, Path(run_dir), device, data, model, optimizer, scheduler, sampler, train_source,
-               plain_train_source, val_source, amp, steps)
+               plain_train_source, val_source, amp, steps, train_step, scaler)
 
 
 def restore(run: Run, state: dict) -> Progress:
@@ -116,6 +164,8 @@ def restore(run: Run, state: dict) -> Progress:
         run.model.load_state_dict(state["model"])
         epoch = int(state.get("epoch", -1))
         return Progress(epoch=epoch + 1, best_metric=float(state.get("metric", -math.inf)), best_epoch=epoch)
+    if state.get("grad_scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["grad_scaler"])
     return checkpoint.restore_training_state(state, run.model, run.optimizer, run.scheduler, run.sampler,
                                              run.train_source.set_generator_state)
 
@@ -137,8 +187,12 @@ def apply_new_settings(run: Run, fresh_groups: list, fresh_scheduler: dict) -> N
 
 
 def save_last(run: Run, progress_: Progress, sampler_state: dict) -> None:
+    if not distributed.world().is_main:
+        return
     state = checkpoint.training_state(run.model, run.optimizer, run.scheduler, sampler_state,
                                       run.train_source.generator_state(), progress_)
+    if run.scaler.is_enabled():  # the fp16 loss scale and its growth counter, for a bit-for-bit resume
+        state["grad_scaler"] = run.scaler.state_dict()
     checkpoint.save_atomic(state, checkpoint.checkpoint_paths(run.run_dir)[0])
 
 
@@ -191,24 +245,34 @@ def train_epoch(
     amp: bool = False,
     first_step: int = 0,
     stop: Optional[StopRequest] = None,
+    train_step: Optional[torch.nn.Module] = None,
+    scaler: Optional["torch.amp.GradScaler"] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """The hot loop: one optimiser step per batch, with no host-device sync.
+
+    `train_step` computes a batch's loss (default `TrainStep(model, amp)`; under torchrun its
+    DistributedDataParallel wrapper, whose backward averages the gradients over the ranks). `scaler`: the
+    GradScaler of amp_dtype=float16 (it skips a step whose gradients overflowed and adapts the loss scale).
 
     Returns (sum of finite losses, index of the first non-finite step or -1, steps taken); the first two
     are still on the device and the caller reads them once per epoch. A stop request ends the loop
     after the current step.
     """
     head = model.head
+    train_step = train_step if train_step is not None else TrainStep(model, amp)
     loss_sum = None
     first_bad_step = None
     taken = 0
     for step, (x, y, t) in enumerate(batches):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            embeddings = model(x)
-        loss = head.loss(embeddings.float(), y, t)
+        loss = train_step(x, y, t)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         head.after_step(first_step + step)
         detached = loss.detach()
         if loss_sum is None:
@@ -238,7 +302,7 @@ def few_shot_specs(node) -> list:
 def fit_class_state(model: EmbeddingModel, plain_train: BatchSource, amp: bool = False) -> None:
     """Give a head that predicts from training-data state (class means, ...) the embedded training split."""
     if model.head.fits_class_state:
-        model.head.fit_class_state(embed_split(model, plain_train, HOOK_BATCH, amp))
+        model.head.fit_class_state(embed_split_sharded(model, plain_train, HOOK_BATCH, amp))
 
 
 def validation_metrics(
@@ -301,14 +365,29 @@ def run_epoch(run: Run, epoch: int, progress_: Progress, stop: StopRequest) -> O
     remaining = run.steps_per_epoch - skip
     index_batches = SkipFirst(run.sampler, skip) if skip else run.sampler
     batches = islice(run.train_source.batches(index_batches), remaining)
-    batches = progress(batches, remaining, f"epoch {epoch}", bool(cfg.progress_bar))
-    loss_sum, first_bad_step, taken = train_epoch(model, run.optimizer, batches, run.amp, progress_.step, stop)
+    info = distributed.world()
+    batches = progress(batches, remaining, f"epoch {epoch}", bool(cfg.progress_bar) and info.is_main)
+    try:
+        loss_sum, first_bad_step, taken = train_epoch(model, run.optimizer, batches, run.amp, progress_.step, stop,
+                                                      run.train_step, run.scaler)
+    except RuntimeError as error:
+        if "find_unused_parameters" in str(error):  # DDP: some parameter got no gradient in a step
+            raise ConfigError(f"method={cfg.method.name} leaves some parameters without a gradient in a step, which "
+                              f"DistributedDataParallel must be told of: add distributed.find_unused_parameters=true"
+                              ) from None
+        raise
+    if info.enabled:  # every rank learns of a non-finite loss on any rank; the loss is the global batch's mean
+        bad = (first_bad_step >= 0).to(loss_sum.dtype)
+        loss_sum, bad_anywhere = (distributed.all_reduce_sum(torch.stack([loss_sum, bad])) / info.world_size).unbind()
+        if float(bad_anywhere) > 0 and int(first_bad_step) < 0:
+            first_bad_step = torch.zeros_like(first_bad_step)  # reported below as the epoch's first step
     bad_step = int(first_bad_step)  # the epoch's one host-device sync
     if bad_step >= 0:
         last_path = checkpoint.checkpoint_paths(run.run_dir)[0]
         lr = run.optimizer.param_groups[0]["lr"]
+        where = f"step {skip + bad_step}" if info.world_size == 1 else "this epoch (on some rank)"
         raise NonFiniteLossError(
-            f"loss became NaN/inf at epoch {epoch}, step {skip + bad_step}; the last good checkpoint is kept at "
+            f"loss became NaN/inf at epoch {epoch}, {where}; the last good checkpoint is kept at "
             f"{last_path}; lower mode.learning_rate (the optimiser's is now {lr:g}) or check the data"
         )
     progress_.step += taken
@@ -320,8 +399,9 @@ def run_epoch(run: Run, epoch: int, progress_: Progress, stop: StopRequest) -> O
     progress_.epoch_step, progress_.epoch_loss = 0, 0.0
     head.on_epoch_end(epoch)
     fit_class_state(model, run.plain_train_source, run.amp)
-    val = embed_split(model, run.val_source, int(cfg.eval.batch_size), run.amp)
-    val_scalars, monitored = validation_metrics(model, val, run.data.open_set, cfg)
+    val = embed_split_sharded(model, run.val_source, int(cfg.eval.batch_size), run.amp)
+    # computed on the gathered split; rank 0's numbers are the ones every rank acts on
+    val_scalars, monitored = distributed.broadcast_object(validation_metrics(model, val, run.data.open_set, cfg))
     scalars = {"train/loss": epoch_loss / max(run.steps_per_epoch, 1), **val_scalars}
     scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
     scalars.update(spherization_scalars(model))
@@ -342,17 +422,41 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = ()) -> Prog
     Nothing is written into the run dir before the launch is accepted (vmf_embeddings.resume). SIGTERM
     and SIGINT finish the current step, save last.pt and raise `Interrupted`.
     """
-    return launched(cfg, run_dir, lambda launch: _train(cfg, launch, overrides))
+    if distributed.world().is_main:
+        return launched(cfg, run_dir, lambda launch: _train(cfg, _shared_launch(launch), overrides))
+    return _train(cfg, _shared_launch(None), overrides)
+
+
+def _shared_launch(launch: Optional[Launch]) -> Launch:
+    """Under torchrun rank 0 alone checks, locks and prepares the run dir; the other ranks receive its
+    decision (and the checkpoint to resume from). A refused launch ends rank 0 with its one-line error, and
+    torchrun then stops the others."""
+    return distributed.broadcast_object(launch) if distributed.world().enabled else launch
+
+
+class _NoTracker:
+    """What ranks other than 0 log: nothing."""
+
+    def log(self, epoch: int, scalars: Dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progress:
     seed_everything(int(cfg.seed), bool(cfg.deterministic))
     run = build_run(cfg, launch.work_dir)
+    info = distributed.world()
+    if info.rank > 0:  # DDP gave every rank rank 0's weights; from here each rank draws its own noise (vMF samples,
+        torch.manual_seed(int(cfg.seed) + 7919 * info.rank)  # dropout), rank 0 the one-process stream
     fresh_groups = [dict(g) for g in run.optimizer.param_groups]
     fresh_scheduler = run.scheduler.state_dict()
     cost = build_cost(cfg)  # validated before anything is written
-    write_records(cfg, launch, overrides)
-    if cost is not None:
+    main_rank = distributed.world().is_main
+    if main_rank:
+        write_records(cfg, launch, overrides)
+    if cost is not None and main_rank:
         checkpoint.atomic_write(launch.work_dir / "cost_matrix.npy", lambda f: np.save(f, cost))
     resumed = launch.resume_state is not None
     progress_ = restore(run, launch.resume_state) if resumed else Progress()
@@ -375,8 +479,10 @@ def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progres
     context = TrainContext(run.model, run.train_source, run.plain_train_source, HOOK_BATCH, run.amp, run.sampler, cost)
     run.model.head.on_train_start(context, resumed=resumed)
 
-    tracker = Tracker(launch.work_dir)
-    stop = StopRequest().install()
+    tracker = Tracker(launch.work_dir) if main_rank else _NoTracker()
+    # Under torchrun a signal ends every rank at once (the last end-of-epoch last.pt is kept): a deferred stop
+    # would leave the other ranks waiting in a collective.
+    stop = StopRequest() if distributed.world().enabled else StopRequest().install()
     try:
         for epoch in range(progress_.epoch, int(mode.epochs)):
             result = run_epoch(run, epoch, progress_, stop)
@@ -386,6 +492,7 @@ def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progres
             improved = monitored > progress_.best_metric
             if improved:
                 progress_.best_metric, progress_.best_epoch = monitored, epoch
+            if improved and main_rank:
                 checkpoint.save_atomic(
                     {"model": run.model.state_dict(), "epoch": epoch, "metric": monitored, "scalars": scalars},
                     checkpoint.checkpoint_paths(run.run_dir)[1],
@@ -394,7 +501,7 @@ def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progres
             progress_.finished = (epoch - progress_.best_epoch >= int(mode.patience)
                                   or epoch + 1 >= int(mode.epochs))
             save_last(run, progress_, run.sampler.state_dict())
-            if launch.staged:  # the new run has its first checkpoint: it replaces the old one now
+            if launch.staged and main_rank:  # the new run has its first checkpoint: it replaces the old one now
                 tracker.close()
                 promote(launch)
                 run.run_dir = launch.run_dir

@@ -9,10 +9,12 @@ from omegaconf import DictConfig
 
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.legacy import apply_legacy_keys
-from vmf_embeddings.schema import MODE_KEYS, check_required_keys
+from vmf_embeddings.schema import MODE_KEYS, STORE_MODES, check_required_keys
 
 MODES = ("train", "get_embeddings")
 SPLITS = ("train", "val", "test")
+#: method.params.sampler of the vMF heads (vmf_embeddings.methods.vmf_distribution.SAMPLERS)
+VMF_SAMPLERS = ("exact", "original")
 #: sampler keys that count things: positive integers when present
 SAMPLER_COUNTS = ("n_episodes", "n_classes", "n_samples", "batch_size", "n_way", "k_shot", "n_query", "m_clusters",
                   "d_per_cluster")
@@ -75,7 +77,16 @@ def validate(cfg: DictConfig, choices: Optional[Dict[str, str]] = None) -> None:
         raise ConfigError(
             f"arch.params.embedding_dim={dim}: vmf_softmax needs embedding_dim >= 2 (a vMF on S^(d-1))"
         )
+    vmf_sampler = _select(cfg, "method.params.sampler") if cfg.method.get("uses_vmf", False) else None
+    if vmf_sampler is not None and str(vmf_sampler) not in VMF_SAMPLERS:
+        raise ConfigError(f"method.params.sampler={vmf_sampler!r} is not one of {', '.join(VMF_SAMPLERS)}")
     integer(cfg, "seed", 0)
+    store = cfg.dataset.get("store")
+    if store is not None and str(store) not in STORE_MODES:
+        raise ConfigError(f"dataset.store={store!r} must be one of {', '.join(STORE_MODES)} (the decoded-image store "
+                          "of file-backed datasets)")
+    if str(cfg.get("amp_dtype", "bfloat16")) not in ("bfloat16", "bf16", "float16", "fp16"):  # runtime.AMP_DTYPES
+        raise ConfigError(f"amp_dtype={cfg.amp_dtype!r} is not one of bfloat16, float16")
     if str(cfg.get("resume_from", "last")) not in ("last", "best"):
         raise ConfigError(f"resume_from={cfg.resume_from!r} must be last or best")
     mode = cfg.mode

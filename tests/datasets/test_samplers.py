@@ -101,9 +101,17 @@ def test_distributed_shares():
     ranks = [_epoch(EpisodicSampler(LABELS, 3, 3, 4, seed=9, rank=r, world_size=2)) for r in (0, 1)]
     assert all(torch.equal(x, y) for x, y in zip(ranks[0], full[0::2]))
     assert all(torch.equal(x, y) for x, y in zip(ranks[1], full[1::2]))
-    parts = [torch.cat(_epoch(RandomSampler(LABELS, 8, seed=9, rank=r, world_size=3))) for r in range(3)]
+    parts = [torch.cat(_epoch(RandomSampler(LABELS, 9, seed=9, rank=r, world_size=3))) for r in range(3)]
     assert len({len(p) for p in parts}) == 1  # equal steps on every rank
     assert set(torch.cat(parts).tolist()) == set(range(97))
+    # batch_size is the global batch: the ranks' parts of step i make up the one-process batch i
+    one = _epoch(RandomSampler(LABELS, 8, seed=9))
+    two = [_epoch(RandomSampler(LABELS, 8, seed=9, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(two[0]) == len(two[1]) == len(one) and all(len(b) == 4 for b in two[0][:-1])
+    for step in range(len(one) - 1):
+        assert sorted(torch.cat([two[0][step], two[1][step]]).tolist()) == sorted(one[step].tolist())
+    with pytest.raises(ValueError, match="multiple of 3"):
+        RandomSampler(LABELS, 8, seed=9, rank=0, world_size=3)
 
 
 def test_as_dataloader_batch_sampler():

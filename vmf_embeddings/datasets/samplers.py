@@ -11,8 +11,11 @@ never started (DataLoader with workers calls `iter()` twice on its first epoch) 
 shift later epochs, and a `state_dict()` saved after epoch e replays epoch e+1 exactly.
 
 Distributed: with `world_size > 1` every rank builds the same global sequence from the shared seed
-and keeps its own share (episodes `rank::world_size`; for the random pass, DistributedSampler-style
-interleaving padded to equal length), so all ranks run the same number of steps.
+and keeps its own share, so all ranks run the same number of steps. Episodic samplers: each rank takes
+episodes `rank::world_size` of a sequence world_size times as long (a step averages world_size episodes).
+Random pass: `batch_size` stays the global batch; each rank takes every world_size-th index of the
+shuffled pass (DistributedSampler-style, padded to equal length), so the ranks' parts of step i are
+exactly the one-process batch i and a run resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -109,7 +112,11 @@ class RandomSampler(_SeededBatchSampler):
                  rank: int = 0, world_size: int = 1) -> None:
         super().__init__(seed, rank, world_size)
         self.n = int(torch.as_tensor(labels).reshape(-1).shape[0])
-        self.batch_size = int(batch_size)
+        if int(batch_size) % self.world_size:
+            raise ValueError(f"sampler.batch_size={batch_size} is the global batch, shared by {self.world_size} "
+                             f"processes: make it a multiple of {self.world_size}")
+        self.global_batch_size = int(batch_size)
+        self.batch_size = int(batch_size) // self.world_size  # this rank's part of every step
         self.drop_last = bool(drop_last)
         self.per_rank = math.ceil(self.n / self.world_size)
 

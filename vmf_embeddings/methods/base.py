@@ -46,6 +46,9 @@ class Method(nn.Module):
     fits_class_state: bool = False
     #: predictions are Monte-Carlo (costly on a large training split; see eval.mc_on_train)
     sampled_prediction: bool = False
+    #: the head steers the training batch sampler from its own per-batch state (magnet loss); such state is
+    #: per process, so torchrun refuses it
+    steers_sampler: bool = False
 
     # -- what the head predicts --------------------------------------------------------------------
     @property

@@ -59,6 +59,7 @@ class MagnetLoss(Method):
 
     geometry = "euclidean"
     fits_class_state = True
+    steers_sampler = True
 
     def __init__(self, embedding_dim: int, n_classes: int, k_clusters: int = 1, m_clusters: int = 12,
                  d_per_cluster: int = 4, alpha: float = 1.0, normalizer: str = "paper", refresh_every: int = 0,
