@@ -261,6 +261,54 @@ def test_tiny_32px_nets_train_on_synthetic_spherized_within_a_point(tmp_path, ar
     assert results[False] >= 0.8 and results[True] >= results[False] - 0.01, results
 
 
+# vis_cnn: the paper's 2-d (or 3-d) embedding is a bottleneck that trains slowly; no bug in the arch or the head.
+# After the baseline's ReLU, samples whose two pre-activations are negative sit at the origin (zero logits, no
+# gradient), so whole digits merge and accuracy sits on plateaus at multiples of 0.1 for hundreds of steps. Measured
+# on digits, Adam 1e-3, 2-d: 0.10-0.69 after 300-600 steps depending on the seed (28, 16 or 8 px), 0.88 after 3,000
+# (spherized 0.89); 3-d: 0.79 after 300; lr 3e-3 or 1e-2 kill both units (0.1-0.2); a bias in the head (the
+# original's output layer has one) gives 0.40 / 0.88 after 600. The original trains ~19k MNIST steps. So the
+# comparison uses a 16-d embedding at the digits' native 8 px (2 x 2 x 128 = 512 flattened inputs; every layer of the
+# arch kept). Measured (4 epochs x 20 episodes, Adam 1e-3, seeds 1234 and 1..7, 270 test images): baseline
+# 0.9815-0.9926, spherized 0.9852-0.9963, spherized - baseline in [0, +0.0074].
+def test_spherized_vis_cnn_matches_the_baseline_on_digits(tmp_path):
+    budget = ["arch=vis_cnn", "arch.params.embedding_dim=16", "dataset.image_size=8", "optimizer=adam",
+              "mode.learning_rate=1e-3", "mode.epochs=4", "mode.patience=100"]
+    base, _ = _train(tmp_path, "base", budget)
+    sph, _ = _train(tmp_path, "sph", budget + ["arch.spherize=true"])
+    assert base["accuracy"] >= 0.95 and sph["accuracy"] >= 0.95, (base["accuracy"], sph["accuracy"])
+    assert sph["accuracy"] >= base["accuracy"] - 0.01, (base["accuracy"], sph["accuracy"])  # within one point
+
+
+# The few-shot nets, narrow, on 16-px synthetic images with 100 per class and split (1,000 test images; 16 px is
+# ConvNet-4's smallest: four halvings to a 1 x 1 map; ResNet: 2 x 2 before the pool). Measured (10 epochs x 20
+# episodes, Adam 1e-3, seeds 1234 and 1..7): convnet4_fewshot baseline 0.999-1.0 / spherized 0.997-1.0,
+# resnet12_wide 0.998-1.0 / 0.998-1.0; spherized - baseline in [-0.002, +0.001]. The ResNet runs at
+# spherization.scaling=1: its BN'd features are averaged over 2 x 2 pixels here (10 x 10 at the original's 80 px),
+# and at s = 5 one seed in six kept a class merged (0.91). Harder settings, measured and not asserted: on digits
+# (270 test images, 240-320 steps, training accuracy 1.0 for all) the spherized nets mostly trail, by up to 1.8
+# points (a third to a half of the seeds more than one point); on synthetic with 20 images per class they reach
+# 0.66-0.97 against the baselines' 0.975-1.0; ProtoNet (cosine) on held-out digits 0.51-0.61 against 0.65-0.75.
+TINY_FEWSHOT = {
+    "convnet4_fewshot": ["arch=convnet4_fewshot", "arch.params.width=16", "arch.params.embedding_dim=32"],
+    "resnet12_wide": ["arch=resnet12_wide", "arch.params.widths=[8,16,32]", "arch.params.blocks=[1,1,1]",
+                      "arch.params.embedding_dim=32", "spherization.scaling=1"],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_FEWSHOT))
+def test_fewshot_nets_train_on_synthetic_spherized_within_a_point(tmp_path, arch):
+    budget = TINY_FEWSHOT[arch] + ["dataset=synthetic", "dataset.image_size=16", "dataset.loader.n_per_class=100",
+                                   "mode.epochs=10", "sampler.n_episodes=20", "mode.patience=100", "optimizer=adam",
+                                   "mode.learning_rate=1e-3"]
+    results = {}
+    for spherize in (False, True):
+        test, history = _train(tmp_path, f"{arch}_{spherize}", budget + [f"arch.spherize={str(spherize).lower()}"])
+        losses = [h["train/loss"] for h in history]
+        assert len(losses) == 10 and losses[-1] < 0.5 * losses[0], (spherize, losses)
+        results[spherize] = test["accuracy"]
+    assert results[False] >= 0.95 and results[True] >= results[False] - 0.01, results
+
+
 @pytest.mark.parametrize("distance", ["squared_euclidean", "cosine"])
 def test_spherized_protonet_runs_few_shot_episodes(tmp_path, distance):
     """The paper's few-shot rows, on the bundled digits: ConvNet-4 spherized, ProtoNet episodes, few-shot test."""
