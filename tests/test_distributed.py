@@ -143,18 +143,19 @@ def test_sync_bn_on_cpu_is_refused_in_one_line(monkeypatch):
 
 def test_a_multi_task_submitit_job_becomes_a_ddp_world(monkeypatch):
     """hydra/launcher=slurm_gpu (or submitit_local) with tasks_per_node=N: each task is one rank, as under torchrun."""
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+    # submitit writes os.environ directly: give it a copy, so nothing it exports outlives this test
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                                     "MASTER_ADDR", "MASTER_PORT")})
     assert not distributed.launched_by_torchrun()  # no submitit job: a world of one
     task = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "77", "SUBMITIT_LOCAL_NTASKS": "2",
             "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "1",
             "SUBMITIT_LOCAL_LOCALID": "1"}
-    for key, value in task.items():
-        monkeypatch.setenv(key, value)
+    os.environ.update(task)
     assert distributed.launched_by_torchrun()
     assert os.environ["RANK"] == "1" and os.environ["WORLD_SIZE"] == "2" and os.environ["LOCAL_RANK"] == "1"
     assert distributed.world() == distributed.World(1, 2, 1) and os.environ["MASTER_PORT"].isdigit()
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        del os.environ[key]
     monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
     assert not distributed.launched_by_torchrun()  # a one-task job stays a single process

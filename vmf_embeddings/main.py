@@ -67,7 +67,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Iterable[str] = (),
     if distributed.launched_by_torchrun():
         distributed.setup(str(cfg.device))
         try:
-            return _dispatch(cfg, run_dir, overrides)
+            result = _dispatch(cfg, run_dir, overrides)
+            distributed.barrier()  # every rank done (rank 0's last writes included) before the group goes
+            return result
         finally:
             distributed.teardown()
     return _dispatch(cfg, run_dir, overrides)
