@@ -30,14 +30,12 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 from vmf_embeddings.build import build_data, build_model, build_optimizer, build_sampler  # noqa: E402
+from vmf_embeddings.compose import compose_run_config  # noqa: E402
 from vmf_embeddings.data_source import BatchSource  # noqa: E402
 from vmf_embeddings.datasets.base import TensorSplit  # noqa: E402
 from vmf_embeddings.embedding import TrainContext  # noqa: E402
-from vmf_embeddings.legacy import apply_legacy_keys  # noqa: E402
-from vmf_embeddings.rundir import register_resolvers  # noqa: E402
 from vmf_embeddings.runtime import configure_threads, resolve_device  # noqa: E402
 from vmf_embeddings.train import HOOK_BATCH, train_epoch  # noqa: E402
 
@@ -84,11 +82,7 @@ def main() -> None:
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
         parser.error("--steps and --repeats must be >= 1, --warmup >= 0")
 
-    register_resolvers()
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=DEFAULTS + list(args.overrides))
-    apply_legacy_keys(cfg)
+    cfg = compose_run_config(DEFAULTS + list(args.overrides))
     configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
     amp = bool(cfg.amp)

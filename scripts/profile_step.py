@@ -30,12 +30,10 @@ from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
+from vmf_embeddings.compose import compose_run_config  # noqa: E402
 from vmf_embeddings.costs import build_cost  # noqa: E402
 from vmf_embeddings.embedding import TrainContext  # noqa: E402
-from vmf_embeddings.legacy import apply_legacy_keys  # noqa: E402
-from vmf_embeddings.rundir import register_resolvers  # noqa: E402
 from vmf_embeddings.runtime import autocast_dtype, configure_threads, seed_everything  # noqa: E402
 from vmf_embeddings.train import HOOK_BATCH, build_run  # noqa: E402
 
@@ -94,11 +92,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    register_resolvers()
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=args.overrides)
-    apply_legacy_keys(cfg)
+    cfg = compose_run_config(args.overrides)
     threads = configure_threads(cfg.threads)
     seed_everything(int(cfg.seed))
     with tempfile.TemporaryDirectory() as scratch:
