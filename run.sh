@@ -34,4 +34,12 @@ jobs=$(find "$ROOT/digits/normalized_sce" -name best.pt | wc -l)
 python scripts/evaluate.py "$ROOT/digits/normalized_sce"
 python scripts/aggregate.py "$ROOT" --out "$ROOT/summary"
 
+echo "== torchrun: one run on 2 processes (DDP over gloo on CPU), then its embeddings re-extracted on 2 processes"
+OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node=2 --master_port=29517 -m vmf_embeddings.main \
+  method=normalized_sce sampler=random sampler.batch_size=64 mode.epochs=1 mode.max_steps_per_epoch=3 name=ddp "${COMMON[@]}"
+OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node=2 --master_port=29517 -m vmf_embeddings.main \
+  method=normalized_sce sampler=random sampler.batch_size=64 mode.epochs=1 mode.max_steps_per_epoch=3 name=ddp mode=get_embeddings \
+  "${COMMON[@]}"
+[[ -f "$ROOT/digits/normalized_sce/3dim/ddp/embeddings/test.npz" ]] || { echo "torchrun wrote no embeddings" >&2; exit 1; }
+
 echo "smoke test passed in $((SECONDS - start)) s"
