@@ -195,5 +195,13 @@ def build_optimizer(cfg: DictConfig, model: EmbeddingModel) -> torch.optim.Optim
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    """From the `scheduler` group; ReduceLROnPlateau is stepped with the validation metric, others per epoch."""
+    """From the `scheduler` group; stepped once per epoch by `step_scheduler`."""
     return _instantiate_option(cfg.scheduler)(optimizer)
+
+
+def step_scheduler(scheduler, monitored: float) -> None:
+    """The end-of-epoch step: ReduceLROnPlateau with the validation metric, the others by epoch."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored)
+    else:
+        scheduler.step()

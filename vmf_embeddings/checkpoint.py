@@ -185,6 +185,22 @@ class Progress:
     epoch_step: int = 0  # steps already taken in `epoch` (an interrupted epoch)
     epoch_loss: float = 0.0  # their summed loss
 
+    def close_epoch(self, epoch: int, monitored: float, patience: int, epochs: int) -> bool:
+        """Record a completed epoch and its monitored value (higher is better); True on a strict improvement.
+        The run is finished after `patience` epochs without one, or at `epochs`."""
+        improved = monitored > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch = monitored, epoch
+        self.epoch = epoch + 1
+        self.finished = epoch - self.best_epoch >= int(patience) or epoch + 1 >= int(epochs)
+        return improved
+
+
+def save_best(model, epoch: int, metric: float, scalars: dict, run_dir: PathLike) -> None:
+    """best.pt: the weights of the best epoch so far, with its metric and scalars (weights only)."""
+    save_atomic({"model": model.state_dict(), "epoch": epoch, "metric": metric, "scalars": scalars},
+                checkpoint_paths(run_dir)[1])
+
 
 def training_state(model, optimizer, scheduler, sampler_state: dict, augment_generator_state,
                    progress: Progress) -> dict:

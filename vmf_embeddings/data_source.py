@@ -156,9 +156,10 @@ class BatchSource:
             y = batch[1].to(self.device, non_blocking=True)
             yield x, y, (batch[2].to(self.device, non_blocking=True).float() if has_targets else None)
 
-    def sequential(self, batch_size: int) -> list:
-        """Index batches covering the split in order (evaluation and extraction)."""
-        return list(torch.arange(len(self.split)).split(batch_size))
+    def sequential(self, batch_size: int, rows: Optional[range] = None) -> list:
+        """Index batches covering the split (or `rows` of it) in order (evaluation and extraction)."""
+        rows = range(len(self.split)) if rows is None else rows
+        return list(torch.arange(rows.start, rows.stop).split(batch_size))
 
     def generator_state(self) -> torch.Tensor:
         return self.generator.get_state()

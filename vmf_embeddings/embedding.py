@@ -46,9 +46,7 @@ def embed_split(
     model.train(train_mode)
     features, labels, targets = [], [], []
     try:
-        index_batches = (source.sequential(batch_size) if rows is None
-                         else list(torch.arange(rows.start, rows.stop).split(batch_size)))
-        for x, y, t in source.batches(index_batches):
+        for x, y, t in source.batches(source.sequential(batch_size, rows)):
             with torch.autocast(x.device.type, dtype=autocast_dtype(amp), enabled=bool(amp)):
                 features.append(model(x).float())
             labels.append(y.long())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 
 from vmf_embeddings.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -106,9 +109,7 @@ class CompileFallback:
             except Exception as error:  # noqa: BLE001  (any compiler failure means: run eagerly)
                 self.failed = True
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                import logging
-
-                logging.getLogger(__name__).warning(
+                log.warning(
                     "compile=true: torch.compile could not compile %s (%s: %s); training continues uncompiled",
                     type(self.module).__name__, type(error).__name__, reason[:200])
         return self.module(*args, **kwargs)

@@ -34,6 +34,7 @@ from vmf_embeddings.build import (
     build_optimizer,
     build_sampler,
     build_scheduler,
+    step_scheduler,
 )
 from vmf_embeddings.costs import build_cost
 from vmf_embeddings.data_source import Batch, BatchSource
@@ -406,10 +407,7 @@ def run_epoch(run: Run, epoch: int, progress_: Progress, stop: StopRequest) -> O
     scalars.update({f"train/{k}": v for k, v in head.tracked_scalars().items()})
     scalars.update(spherization_scalars(model))
     scalars["train/lr"] = run.optimizer.param_groups[0]["lr"]
-    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        run.scheduler.step(monitored)
-    else:
-        run.scheduler.step()
+    step_scheduler(run.scheduler, monitored)
     return scalars, monitored
 
 
@@ -489,17 +487,9 @@ def _train(cfg: DictConfig, launch: Launch, overrides: Iterable[str]) -> Progres
             if result is None:
                 _stopped(stop, run, progress_, launch, epoch)
             scalars, monitored = result
-            improved = monitored > progress_.best_metric
-            if improved:
-                progress_.best_metric, progress_.best_epoch = monitored, epoch
+            improved = progress_.close_epoch(epoch, monitored, mode.patience, mode.epochs)
             if improved and main_rank:
-                checkpoint.save_atomic(
-                    {"model": run.model.state_dict(), "epoch": epoch, "metric": monitored, "scalars": scalars},
-                    checkpoint.checkpoint_paths(run.run_dir)[1],
-                )
-            progress_.epoch = epoch + 1
-            progress_.finished = (epoch - progress_.best_epoch >= int(mode.patience)
-                                  or epoch + 1 >= int(mode.epochs))
+                checkpoint.save_best(run.model, epoch, monitored, scalars, run.run_dir)
             save_last(run, progress_, run.sampler.state_dict())
             if launch.staged and main_rank:  # the new run has its first checkpoint: it replaces the old one now
                 tracker.close()

@@ -115,7 +115,6 @@ class RandomSampler(_SeededBatchSampler):
         if int(batch_size) % self.world_size:
             raise ValueError(f"sampler.batch_size={batch_size} is the global batch, shared by {self.world_size} "
                              f"processes: make it a multiple of {self.world_size}")
-        self.global_batch_size = int(batch_size)
         self.batch_size = int(batch_size) // self.world_size  # this rank's part of every step
         self.drop_last = bool(drop_last)
         self.per_rank = math.ceil(self.n / self.world_size)

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from vmf_embeddings import checkpoint
+from vmf_embeddings.build import step_scheduler
 from vmf_embeddings.checkpoint import Progress
 from vmf_embeddings.detection.data import (
     DetectionBatches,
@@ -130,17 +131,10 @@ def _train(cfg: DictConfig, launch, overrides) -> Progress:
             monitored = float(val["map50"]) if val["map50"] == val["map50"] else 0.0
             scalars = {"train/loss": epoch_loss / max(steps_per_epoch, 1), "val/map50": monitored,
                        "train/lr": optimizer.param_groups[0]["lr"]}
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(monitored)
-            else:
-                scheduler.step()
-            improved = monitored > progress_.best_metric
+            step_scheduler(scheduler, monitored)
+            improved = progress_.close_epoch(epoch, monitored, mode.patience, mode.epochs)
             if improved:
-                progress_.best_metric, progress_.best_epoch = monitored, epoch
-                checkpoint.save_atomic({"model": model.state_dict(), "epoch": epoch, "metric": monitored,
-                                        "scalars": scalars}, checkpoint.checkpoint_paths(work_dir)[1])
-            progress_.epoch = epoch + 1
-            progress_.finished = (epoch - progress_.best_epoch >= int(mode.patience) or epoch + 1 >= int(mode.epochs))
+                checkpoint.save_best(model, epoch, monitored, scalars, work_dir)
             checkpoint.save_atomic(checkpoint.training_state(model, optimizer, scheduler, sampler.state_dict(),
                                                              source.generator_state(), progress_),
                                    checkpoint.checkpoint_paths(work_dir)[0])
