@@ -14,18 +14,19 @@ IndexFlatIP outputs in descending index order and we in ascending order (the pro
 PML computes precision_at_1, r_precision, mean_average_precision_at_r with k="max_bin_count"; ours
 computes those plus every Recall@K of the dataset (a superset) from raw embeddings (normalisation
 included). --nmi adds NMI/AMI to both. Ours runs the CPU block scan (backend blas) twice: symmetric
-(`symmetric=True`: one triangle of the score matrix; the default for k < 32) and plain
+(`symmetric=True`: one triangle of the score matrix; the default for k < 64) and plain
 (`symmetric=False`); where the "auto" backend picks faiss instead (large k without ranks) that run is
 timed too. With CUDA, our GPU time (torch backend, symmetric and plain) is added. Runs alternate
 `--repeats` times (the machine may be shared: the best wall-clock and the best CPU time -- all
 threads of the process, steadier under load -- of each are reported). The line before last holds the
 times and the ratios ours / PML; the last line the speedup PML / ours per size, for the path retrieval_metrics takes
-by default (faiss where "auto" picks it, else the block scan, symmetric for k < 32).
+by default (faiss where "auto" picks it, else the block scan, symmetric for k < 64).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -124,7 +125,7 @@ def bench(n, d, geometry, repeats, nmi):
     print(f"  max |ours - PML| = {max(diffs.values()):.2e} ({', '.join(f'{a} {b:.1e}' for a, b in diffs.items())});"
           f" max difference between our runs {same:.1e}")
     # what retrieval_metrics does by default here: the faiss backend where "auto" picks it, else the block scan,
-    # symmetric for k < 32 (vmf_embeddings.eval.knn.knn_self)
+    # symmetric for k < 64 (vmf_embeddings.eval.knn.knn_self)
     default = f"ours {auto}" if auto != "blas" else ("ours symmetric" if k + 1 <= _AUTO_MAX_KK else "ours plain")
     best = {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}
     return best, max(diffs.values()), default
@@ -153,6 +154,7 @@ def main(argv=None) -> int:
                        + f" (max diff {diff:.1e})")
         speedups.append(f"{n}x{d} {w_pml / best[default][0]:.2f}x ({default[5:]})")
     print(" | ".join(summary))
+    print(f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch threads {args.threads})")
     print("speedup PML / ours (the default path, wall): " + ", ".join(speedups))
     return 0
 

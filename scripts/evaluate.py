@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as vmf_embeddings.main, before faiss and torch load OpenMP:
+# spinning OpenMP threads of one library slow the other's BLAS threads
 
 import yaml  # noqa: E402  (PyYAML ships with omegaconf)
 

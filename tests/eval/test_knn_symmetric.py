@@ -128,8 +128,51 @@ def test_default_takes_the_symmetric_scan_for_small_k():
     q, r = search_space(x, "cosine")
     assert knn_self(q, r, 7, labels=y, with_ranks=True, backend="blas").symmetric
     assert knn_self(q, r, 7, backend="torch", device="cpu").symmetric
+    assert knn_self(q, r, 63, labels=y, with_ranks=True, backend="blas").symmetric
+    assert not knn_self(q, r, 64, backend="blas").symmetric
     assert not knn_self(q, r, 100, backend="blas").symmetric
     assert not knn_self(*search_space(x, "hyperbolic", 0.3), 7, backend="blas").symmetric
+
+
+def test_column_tiles_cover_the_block_from_aligned_starts():
+    from vmf_embeddings.eval.knn import _MIN_COLS, _MIN_ROWS, _TILE_COLS, _column_tiles
+
+    for s, n, m, budget in [(0, 60502, 1024, 256 << 20), (128, 5000, 64, 4 * 64 * 1000), (640, 700, 60, 1 << 30),
+                            (0, _TILE_COLS + _MIN_COLS - 1, 1024, 256 << 20), (0, _TILE_COLS + _MIN_COLS, 1024, 1 << 30)]:
+        cuts = _column_tiles(s, n, m, budget)
+        assert cuts[0] == s and cuts[-1] == n and all(a < b for a, b in zip(cuts, cuts[1:]))
+        assert all((c - s) % _MIN_ROWS == 0 for c in cuts[:-1])
+        widths = np.diff(cuts)
+        assert widths.max() < _TILE_COLS + _MIN_COLS and (len(widths) == 1 or widths.min() >= _MIN_COLS)
+        assert (widths[:-1] * m * 4 <= max(budget, _MIN_COLS * m * 4)).all()
+    assert len(_column_tiles(0, _TILE_COLS + _MIN_COLS, 1024, 1 << 30)) == 3  # a full tile and a 256-wide one
+
+
+@pytest.mark.parametrize("k", [1, 7, 120])
+@pytest.mark.parametrize("block_rows", [64, 175])
+@pytest.mark.parametrize("geometry", ["cosine", "euclidean"])
+@pytest.mark.parametrize("kind", ["gaussian", "integer"])
+def test_narrow_column_tiles_change_nothing(monkeypatch, kind, geometry, block_rows, k):
+    """The CPU scan multiplies each block in column tiles; with 64-column tiles (and a stretched last one)
+    instead of one tile per block here, the result is still the plain scan's and the brute force's."""
+    monkeypatch.setattr(knn_module, "_TILE_COLS", 64)
+    monkeypatch.setattr(knn_module, "_MIN_COLS", 64)
+    x, y = DATA[kind]
+    q, r = search_space(x, geometry)
+    sym, plain = _both(q, r, k, y, "blas", block_rows)
+    assert sym.symmetric
+    _assert_same(sym, plain)
+    ref_i, _, ref_rank = brute_force(q, r, k, y)
+    np.testing.assert_array_equal(sym.indices, ref_i)
+    np.testing.assert_array_equal(sym.first_positive_rank, ref_rank)
+
+
+def test_the_scan_restores_faiss_threads():
+    faiss = pytest.importorskip("faiss")
+    before = faiss.omp_get_max_threads()
+    x, y = DATA["gaussian"]
+    assert knn_self(*search_space(x, "cosine"), 7, labels=y, with_ranks=True, backend="blas").symmetric
+    assert faiss.omp_get_max_threads() == before
 
 
 def test_gram_forms():

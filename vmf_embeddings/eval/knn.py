@@ -26,27 +26,33 @@ Ties: each backend returns k + 1 candidates per row; rows whose k-th and (k+1)-t
 recomputed exactly (all strictly nearer items, then the lowest-index tied ones), so the result never
 depends on which tied items a selector happened to keep.
 
-Symmetric scan (``blas`` and ``torch``; the default for k < 32, ``symmetric=True`` forces it,
+Symmetric scan (``blas`` and ``torch``; the default for k < 64, ``symmetric=True`` forces it,
 ``symmetric=False`` turns it off): when the score matrix is a Gram matrix -- Q = R (cosine, vmf), or
 Q = [X, 1], R = [X, v] (the euclidean map), so S_ij = <X_i, X_j> + v_j -- only one triangle of
 <X_i, X_j> is multiplied, as BLAS ``syrk`` does (Dongarra et al., "A set of Level 3 Basic Linear
 Algebra Subprograms", ACM TOMS 1990). Rows are cut into nb near-equal blocks (at most the plain
 scan's B rows, at least 64, starting at multiples of 64; up to 16 blocks of >= 1,024 rows where the
 budget asks for fewer), which costs (nb + 1) / (2 nb) of the plain scan's multiply-adds (51 % at SOP
-size, 53 % at 20,000 x 128). Block I multiplies its rows by the columns from its own first row on
-(at most B x N scores), offers those rows' scores to their running top-(k + 1) (faiss heaps) row by
-row, and the transpose to the later rows: for k + 1 <= 64 only the scores above such a row's current
-(k + 1)-th best, picked from the block as it lies (blocks run last to first, so those heaps are
-already full), for larger k a tiled transposed copy. Afterwards rows tied at the k-th place are
-recomputed as in the plain scan, and first-positive ranks come from the k neighbours, else from a
-list of >= 16 candidates when the positive outscores the last candidate; only the remaining rows are
-multiplied again (blocks of >= 64 rows against all columns) and counted as the plain scan counts
-them, including its convention above max_rank. Measured with scripts/bench_eval.py on a 2-core Xeon
-shared with other jobs, whole retrieval metrics: SOP size (k = 8, ranks) 54 s against 60 s for the
-plain scan (CPU 36 s against 39 s; the rows recomputed for ranks, ~20 % there, and the transposed
-feed take most of what the halved product saves); 15,000 x 512 (k = 5) CPU 2.3 s against 2.6 s;
-20,000 x 128 at k = 199 the forced symmetric scan is slower (5.8 s against 4.7 s), hence the k < 32
-default (and "auto" takes faiss there anyway).
+size, 53 % at 20,000 x 128). Block I multiplies its rows by the columns from its own first row on,
+on CPU in tiles of 4,096 columns that stay in cache while they are read; each tile's scores go to
+their rows' running top-(k + 1) (faiss heaps, fed on one thread) and, transposed, to the later rows:
+for k + 1 <= 64 only the scores above such a row's current (k + 1)-th best, picked from the tile as it
+lies (blocks run last to first, so those heaps are already full), for larger k a tiled transposed
+copy. Afterwards rows tied at the k-th place are recomputed as in the plain scan, and first-positive
+ranks come from the k neighbours, else from a list of >= 32 candidates when the positive outscores
+the last candidate; only the remaining rows are multiplied again (blocks of >= 64 rows against all
+columns) and counted as the plain scan counts them, including its convention above max_rank.
+
+Measured on a quiet 2-core Xeon (OpenBLAS 0.3.31, faiss-cpu 1.15), knn_self with ranks, cosine:
+SOP size (60,502 x 512, k = 8) 12.1 s against 19.0 s for the plain scan, of which the triangle's
+products ~6.4 s, heap feeding 1.5 s, the transposed feed 1.6 s, the 12 % of rows recomputed for
+ranks 1.8 s and their counting 0.9 s. Against the plain scan at 15,000 x 512: k = 31 0.93 s vs 1.36 s,
+k = 63 1.11 s vs 1.27 s, k = 100 (transposed copy) 1.25 s vs 1.31 s; at 20,000 x 128: k = 31 0.79 s vs
+1.14 s, k = 63 1.32 s vs 1.44 s, k = 199 2.07 s vs 1.75 s. Hence the k < 64 default ("auto" takes faiss
+above that when no ranks are asked for). Feeding the heaps from whole blocks in main memory instead of
+tiles, on faiss' two OpenMP threads (which then alternate with the BLAS threads hundreds of times and
+leave spinning threads on both cores), with 16 rank candidates, and counting ranks over copied rows cost
+19.6 s in all.
 
 The result is the plain scan's whenever the matrix product rounds each element independently of
 the block shape, of the element's place in the block and of operand order. OpenBLAS and torch's CPU
@@ -65,6 +71,7 @@ in the last bit (not measured).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
@@ -92,13 +99,12 @@ FAISS_MIN_K = 64
 _PIECE = 512
 _TILE = 128
 _FILTER_MAX_KK = 64
-#: knn_self's default runs the symmetric scan for k + 1 <= _AUTO_MAX_KK. CPU seconds against the plain
-#: scan on a 2-core Xeon: 15,000 x 512: -30 % at k + 1 = 9 and 16, -27 % at 32, -7 % at 60;
-#: 20,000 x 128: -18 %, -15 %, -6 %, 0 %; with the transposed copy (k = 199) +17 % and -2 %
-_AUTO_MAX_KK = 32
+#: knn_self's default runs the symmetric scan for k + 1 <= _AUTO_MAX_KK (measurements: module docstring)
+_AUTO_MAX_KK = 64
 #: with ranks, the symmetric scan keeps at least this many candidates per row: a row whose nearest
-#: positive is among them needs no second pass over its scores
-_RANK_CANDIDATES = 16
+#: positive is among them needs no second pass over its scores (at SOP size 16, 32 and 64 candidates
+#: left 19 %, 12 % and 7 % of rows to recompute; 32 was fastest overall)
+_RANK_CANDIDATES = 32
 #: the symmetric scan multiplies at least this many rows at a time (its blocks, and the rows it
 #: recomputes afterwards), and its blocks start at multiples of it: BLAS libraries route products with
 #: few rows or columns to other kernels (gemv, small-matrix paths) and compute edge tiles with narrower
@@ -109,6 +115,10 @@ _MIN_ROWS = 64
 #: 1,024-row blocks at ~90 % of its whole-matrix rate, of 375-row blocks at ~65-75 % (2-core Xeon)
 _MIN_BLOCKS = 16
 _GOOD_ROWS = 1024
+#: on CPU the symmetric scan multiplies a block by _TILE_COLS columns at a time (1,024 x 4,096 scores,
+#: 16 MiB: the product runs at full rate and the heaps read it from cache), never fewer than _MIN_COLS
+_TILE_COLS = 4096
+_MIN_COLS = 256
 
 
 @dataclass
@@ -169,7 +179,7 @@ def _block_rows(n: int, block_bytes: int) -> int:
 
 
 def _sort_candidates(vals: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Order each row by (score descending, index ascending).
+    """Order each row by (score descending, index ascending), in place (callers own the arrays).
 
     Selectors already return rows sorted by score, so only rows holding equal scores are re-sorted
     (a full lexsort of 20,000 x 200 candidates cost ~0.3 s).
@@ -182,7 +192,6 @@ def _sort_candidates(vals: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.
         rows = np.flatnonzero((vals[:, 1:] == vals[:, :-1]).any(1))
     if len(rows) == 0:
         return vals, idx
-    vals, idx = vals.copy(), idx.copy()
     v, i = vals[rows], idx[rows]
     order = np.lexsort((i, -v.astype(np.float64)), axis=-1)
     vals[rows], idx[rows] = np.take_along_axis(v, order, 1), np.take_along_axis(i, order, 1)
@@ -243,7 +252,7 @@ def knn_self(
     `max_rank` (larger ranks may be reported as any value >= max_rank; None = exact everywhere).
     block_bytes bounds the score block (B x N float32); the result does not depend on it.
     symmetric: True multiplies one triangle of the score matrix when it has a Gram form (module
-    docstring), False runs the plain row-block scan, None (default) the symmetric one for k < 32,
+    docstring), False runs the plain row-block scan, None (default) the symmetric one for k < 64,
     where it measured faster. Same result either way; the faiss backend ignores it.
     """
     q = queries
@@ -428,7 +437,7 @@ class _HeapTopK:
         padded with -inf; for large k so many pass that a tiled transposed copy is cheaper.
         """
         m, w = S.shape
-        step = min(w, max(_PIECE, -(-w // 4)))
+        step = w if w <= _TILE_COLS + _MIN_COLS else min(w, max(_PIECE, -(-w // 4)))
         need = m * step
         if self.buf.size < need:
             self.buf = np.empty(need, np.float32)
@@ -482,7 +491,10 @@ def _above(S: np.ndarray, top: np.ndarray, group: int = 8) -> Tuple[np.ndarray, 
     if full * group < m:
         gmax.append(S[full * group:].max(axis=0, keepdims=True))
     hit = np.concatenate(gmax) > top[None, :]
-    ji, gi = np.nonzero(np.ascontiguousarray(hit.T))  # ordered by column, then group
+    # flat indices (a 2-d nonzero, or a transposed copy, cost ~10x more), then by column, then group
+    gi, ji = np.divmod(np.flatnonzero(hit), hit.shape[1])
+    order = np.argsort(ji, kind="stable")
+    gi, ji = gi[order], ji[order]
     a = (gi[:, None] * group + np.arange(group)[None, :]).ravel()
     j = np.repeat(ji, group)
     inside = a < m
@@ -522,14 +534,15 @@ class _TorchTopK:
         return self.v.cpu().numpy(), self.i.cpu().numpy()
 
 
-def _full_rows(X, XT, v, rows: np.ndarray, b: int, buf: Optional[np.ndarray]):
+def _full_rows(X, XT, v, rows: np.ndarray, b: int):
     """Yield (row chunk, its full score rows with self at -inf), multiplied as the symmetric scan does.
 
     Chunks have at most b rows and at least _MIN_ROWS (padded with arbitrary rows, then dropped);
-    NumPy products go into `buf` (b x N floats), the scan's own block buffer.
+    NumPy products go into one b x N buffer, allocated on the first chunk.
     """
     n = int(X.shape[0])
     pad = min(n, _MIN_ROWS)
+    buf = None
     for s in range(0, len(rows), b):
         rr = rows[s:s + b]
         m = len(rr)
@@ -541,11 +554,76 @@ def _full_rows(X, XT, v, rows: np.ndarray, b: int, buf: Optional[np.ndarray]):
                 S += v[None, :]
             S[ar, torch.as_tensor(rr, device=X.device)] = -math.inf
         else:
+            if buf is None:
+                buf = np.empty(max(b, pad) * n, np.float32)
             S = np.matmul(X[idx], XT, out=buf[: len(idx) * n].reshape(len(idx), n))[:m]
             if v is not None:
                 S += v[None, :]
             S[np.arange(m), rr] = -np.inf
         yield rr, S
+
+
+def _column_tiles(s: int, n: int, m: int, block_bytes: int) -> list:
+    """Column cuts s = c_0 < ... < c_t = n for a block of m rows: tiles of _TILE_COLS columns (fewer when
+    the budget is smaller, never under _MIN_COLS), each starting at s plus a multiple of _MIN_ROWS, the
+    last one stretched to n rather than leaving a thin remainder: a product with few columns may take
+    another BLAS kernel and round differently from the plain scan."""
+    width = max(_MIN_COLS, min(_TILE_COLS, block_bytes // (4 * max(m, 1))) // _MIN_ROWS * _MIN_ROWS)
+    cuts = list(range(s, n, width))
+    if len(cuts) > 1 and n - cuts[-1] < _MIN_COLS:
+        cuts.pop()
+    return cuts + [n]
+
+
+def _symmetric_blocks(X, XT, v, bounds, b, top, block_bytes, use_torch) -> None:
+    """Offer every score of one triangle of S = X X^T (+ v_j) to both its row's and its column's running top-k."""
+    n = int(X.shape[0])
+    buf = None
+    for s, e in reversed(list(zip(bounds[:-1], bounds[1:]))):
+        m = e - s
+        if use_torch:
+            G = X[s:e] @ XT[:, s:]
+            if e < n:  # rows e..n-1 against this block's columns, from the transpose (before v is added)
+                top.add_columns(G[:, m:], e, s, None if v is None else v[s:e])
+            if v is not None:
+                G += v[None, s:]
+            diag = torch.arange(m, device=X.device)
+            G[diag, diag] = -math.inf
+            top.add_rows(G, s, s)
+            continue
+        # CPU: the block's product in column tiles that stay in cache while the heaps read them (feeding
+        # heaps from a block in main memory took ~2x as long)
+        cuts = _column_tiles(s, n, m, block_bytes)
+        if buf is None:  # any block's widest tile: _column_tiles stretches the last by < _MIN_COLS
+            buf = np.empty(b * min(n, _TILE_COLS + _MIN_COLS), np.float32)
+        for c0, c1 in zip(cuts[:-1], cuts[1:]):
+            G = buf[: m * (c1 - c0)].reshape(m, c1 - c0)
+            np.matmul(X[s:e], XT[:, c0:c1], out=G)
+            if c1 > e:  # later rows against this block's columns, from the transpose (before v is added)
+                a0 = max(e, c0)
+                top.add_columns(G[:, a0 - c0:], a0, s, None if v is None else v[s:e])
+            if v is not None:
+                G += v[None, c0:c1]
+            if c0 < e:  # the block's own diagonal
+                diag = np.arange(c0, min(c1, e))
+                G[diag - s, diag - c0] = -np.inf
+            top.add_rows(G, s, c0)
+
+
+@contextlib.contextmanager
+def _faiss_threads(count: Optional[int]):
+    """faiss' OpenMP thread count inside the block (None: unchanged). The symmetric CPU scan feeds its heaps on one
+    thread: it alternates hundreds of times between BLAS products and heap calls, and with both libraries' threads
+    on 2 cores, the ones left spinning after each call slowed the scan by ~15 % (2-core Xeon, SOP size)."""
+    if count is None or faiss is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _scan_symmetric(X, v, k, labels, with_ranks, max_rank, name, block_bytes) -> KnnResult:
@@ -564,38 +642,23 @@ def _scan_symmetric(X, v, k, labels, with_ranks, max_rank, name, block_bytes) ->
     kk = min(k + 1, n)
     if with_ranks:  # a longer candidate list gives more ranks without recomputing rows
         kk = min(n, max(kk, _RANK_CANDIDATES))
-    buf = None
     if use_torch:
         XT = X.T
         top = _TorchTopK(n, kk, X.device, b)
     else:
         XT = np.ascontiguousarray(X.T)
         top = _HeapTopK(n, kk) if faiss is not None else _TorchTopK(n, kk, torch.device("cpu"), _PIECE)
-        buf = np.empty(b * n, np.float32)
     # last block first: a block's columns then reach later rows whose heaps already hold their own
     # block's scores, so few of them can enter (see _HeapTopK.add_columns)
-    for s, e in reversed(list(zip(bounds[:-1], bounds[1:]))):
-        m, w = e - s, n - s
-        if use_torch:
-            G = X[s:e] @ XT[:, s:]
-            diag = torch.arange(m, device=X.device)
-        else:
-            G = buf[: m * w].reshape(m, w)
-            np.matmul(X[s:e], XT[:, s:], out=G)
-            diag = np.arange(m)
-        if e < n:  # rows e..n-1 against this block's columns, from the transpose (before v is added)
-            top.add_columns(G[:, m:], e, s, None if v is None else v[s:e])
-        if v is not None:
-            G += v[None, s:]
-        G[diag, diag] = -math.inf
-        top.add_rows(G, s, s)
+    with _faiss_threads(1 if not use_torch else None):
+        _symmetric_blocks(X, XT, v, bounds, b, top, block_bytes, use_torch)
     cand_v, cand_i = top.result()
 
     cand_v, cand_i = _sort_candidates(cand_v, cand_i)
     out_v, out_i = np.ascontiguousarray(cand_v[:, :k]), np.ascontiguousarray(cand_i[:, :k])
     if kk > k:
         tie = np.flatnonzero(cand_v[:, k - 1] == cand_v[:, k])
-        for rows, S in _full_rows(X, XT, v, tie, b, buf):
+        for rows, S in _full_rows(X, XT, v, tie, b):
             S = S.cpu().numpy() if use_torch else S
             for a, row in enumerate(rows):
                 out_v[row], out_i[row] = _exact_row(S[a], k)
@@ -623,8 +686,10 @@ def _scan_symmetric(X, v, k, labels, with_ranks, max_rank, name, block_bytes) ->
                 pos = np.where(above >= big, above, pos)
             ranks[rest[ok]] = pos[ok]
             rest = rest[~ok]
+            del ci, cv, pos_same
         todo = rest
-        for rows, S in _full_rows(X, XT, v, todo, b, buf):
+        top = cand_v = cand_i = None  # free the candidate lists before the rows recomputed below
+        for rows, S in _full_rows(X, XT, v, todo, b):
             ranks[rows] = _block_ranks(S, rows, out_i[rows], labels, order, counts, starts, width, big, use_torch)
     return KnnResult(out_i, out_v, ranks, name, symmetric=True)
 
@@ -672,16 +737,19 @@ def _block_ranks(S, rows, nbr, labels, order, counts, starts, width, big, use_to
     todo = np.flatnonzero(~found)
     if len(todo) == 0:
         return rank
-    Pt, St = P[todo], S[todo]
+    # counting passes over whole rows dominate here: no copy when every row needs counting (the
+    # symmetric scan recomputes only such rows), one pass for ">" and one for "==", and the
+    # index-aware tie count only for the rare rows where another item ties the best positive exactly
+    St = S if len(todo) == len(rows) else S[todo]
+    Pt = P[todo]
     Sp = np.take_along_axis(St, Pt, 1)
     best = Sp.max(1)
     lone = ~np.isfinite(best)
     p = np.where(Sp == best[:, None], Pt, S.shape[1]).min(1)
     n_gt = np.count_nonzero(St > best[:, None], axis=1).astype(np.int64)
-    chk = np.flatnonzero((n_gt < big) & ~lone)
-    if len(chk):
-        cols = np.arange(S.shape[1])[None, :]
-        n_gt[chk] += np.count_nonzero((St[chk] == best[chk, None]) & (cols < p[chk, None]), axis=1)
+    n_eq = np.count_nonzero(St == best[:, None], axis=1)  # p itself included
+    for a in np.flatnonzero((n_eq > 1) & (n_gt < big) & ~lone):
+        n_gt[a] += np.count_nonzero(St[a, :p[a]] == best[a])
     n_gt[lone] = -1
     rank[todo] = n_gt
     return rank
