@@ -137,7 +137,7 @@ def test_geometry_consequences():
     x = layer(torch.randn(20, 6, dtype=torch.float64))
     sq = torch.cdist(x, x).pow(2)
     torch.testing.assert_close(sq, 2 * 9 - 2 * x @ x.t())  # Euclidean and cosine rankings agree
-    assert float((x @ x.t()).min()) >= 0  # the positive orthant: at most 90 degrees apart
+    assert float((x @ x.t()).min().detach()) >= 0  # the positive orthant: at most 90 degrees apart
     w = torch.randn(4, 7, dtype=torch.float64)
     other = Spherization(6, scaling=5.0, radius=0.5).double()
     z = torch.randn(20, 6, dtype=torch.float64)
