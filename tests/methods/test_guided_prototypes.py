@@ -109,6 +109,39 @@ def test_deepncm_running_means():
     assert set(head.state_dict()) == {"means", "counts"}  # the counters are checkpointed
 
 
+def _ncm_batches():
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 4, generator=gen), torch.randint(0, 3, (8,), generator=gen)) for _ in range(3)]
+
+
+def _ncm_rank(rank: int, init_file: str, out: str) -> None:
+    """One rank of a 2-process gloo world: DeepNCM updates on its half of each global batch of 8."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        head = DeepNCM(embedding_dim=4, n_classes=3)
+        for x, y in _ncm_batches():
+            head.update(x[rank * 4:(rank + 1) * 4], y[rank * 4:(rank + 1) * 4])
+        torch.save({"means": head.means, "counts": head.counts}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_deepncm_under_two_processes_keeps_the_global_batch_means(tmp_path):
+    """Under torchrun each rank sees half of the global batch; the running means must be the global batch's on
+    every rank (DDP would otherwise broadcast rank 0's, built from its half only)."""
+    torch.multiprocessing.spawn(_ncm_rank, args=(str(tmp_path / "init"), str(tmp_path / "ncm")), nprocs=2)
+    one = DeepNCM(embedding_dim=4, n_classes=3)
+    for x, y in _ncm_batches():
+        one.update(x, y)
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"ncm.{rank}", weights_only=True)
+        torch.testing.assert_close(state["means"], one.means)
+        assert torch.equal(state["counts"], one.counts)
+
+
 @pytest.mark.parametrize("method, extra", [("learnt_prototypes", []), ("deepncm", []),
                                            ("guided_prototypes", ["cost=tree"]),
                                            ("guided_prototypes", ["cost=tree", "method.params.regularizer=rank"])])

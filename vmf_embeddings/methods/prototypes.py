@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vmf_embeddings import distributed
 from vmf_embeddings.errors import ConfigError
 from vmf_embeddings.methods.base import Method
 from vmf_embeddings.methods.clustering import class_means
@@ -267,7 +268,13 @@ class DeepNCM(Method):
 
     @torch.no_grad()
     def update(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """One running-mean step with this batch's class means; under torchrun the batch is the global one (every
+        rank's share summed), so all ranks hold the means a one-process run at the same global batch would."""
         batch_means, present = class_means(embeddings.detach().to(self.means.dtype), labels, self.means.shape[0])
+        if distributed.world().enabled:  # one collective of C x (D + 1) numbers per step
+            total = distributed.all_reduce_sum(torch.cat([batch_means * present[:, None], present[:, None]], 1))
+            present = total[:, -1]
+            batch_means = total[:, :-1] / present.clamp_min(1)[:, None]
         mask = (present > 0)[:, None]
         self.means.copy_(torch.where(mask, (self.counts[:, None] * self.means + batch_means) / (self.counts[:, None] + 1),
                                      self.means))
