@@ -133,7 +133,7 @@ def test_repmet_margin_is_flat_beyond_alpha():
     e = torch.tensor([[1.0, 0.0]], requires_grad=True)
     loss = head.loss(e, torch.tensor([0]))  # min wrong - min correct = 4 >= alpha
     loss.backward()
-    assert float(loss) == 0.0 and float(e.grad.abs().sum()) == 0.0 and float(head.reps.grad.abs().sum()) == 0.0
+    assert float(loss.detach()) == 0.0 and float(e.grad.abs().sum()) == 0.0 and float(head.reps.grad.abs().sum()) == 0.0
 
 
 def test_repmet_one_rep_posterior_argmax_is_nearest_rep():
