@@ -144,11 +144,13 @@ def test_backend_choice():
 
 def test_without_faiss_the_scan_uses_torch_topk(data, monkeypatch):
     import vmf_embeddings.eval.knn as knn_module
+    import vmf_embeddings.eval.knn_symmetric as knn_symmetric
 
     x, y = data
     q, r = search_space(x, "cosine")
     with_faiss = knn_self(q, r, 12, labels=y, with_ranks=True, backend="blas")
     monkeypatch.setattr(knn_module, "faiss", None)
+    monkeypatch.setattr(knn_symmetric, "faiss", None)
     assert choose_backend("auto", "cpu", with_ranks=False, k=199)[0] == "blas"
     without = knn_self(q, r, 12, labels=y, with_ranks=True)
     assert without.backend == "blas"

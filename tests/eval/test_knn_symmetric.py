@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import vmf_embeddings.eval.knn as knn_module
+import vmf_embeddings.eval.knn_symmetric as knn_symmetric
 from vmf_embeddings.eval.geometry import search_space
-from vmf_embeddings.eval.knn import _gram_form, knn_self
+from vmf_embeddings.eval.knn import knn_self
+from vmf_embeddings.eval.knn_symmetric import gram_form
 from vmf_embeddings.eval.retrieval import retrieval_metrics
 
 N = 350
@@ -88,8 +90,8 @@ def test_the_data_exercise_ties_and_counted_ranks():
         q, r = search_space(x, "euclidean")
         _, v, ranks = brute_force(q, r, 8, y)
         assert (v[:, 6] == v[:, 7]).any(), kind  # a tie across the boundary of k = 7
-        assert ((ranks >= 7) & (ranks < knn_module._RANK_CANDIDATES - 1)).any(), kind
-        assert (ranks >= knn_module._RANK_CANDIDATES).any() and (ranks[:3] == -1).all(), kind
+        assert ((ranks >= 7) & (ranks < knn_symmetric._RANK_CANDIDATES - 1)).any(), kind
+        assert (ranks >= knn_symmetric._RANK_CANDIDATES).any() and (ranks[:3] == -1).all(), kind
 
 
 @pytest.mark.parametrize("k", [1, 3, 30])
@@ -117,6 +119,7 @@ def test_torch_tensors_in_and_without_faiss(monkeypatch):
     _assert_same(sym, plain)
     with_faiss = knn_self(q, r, 9, labels=y, with_ranks=True, backend="blas", block_bytes=4 * N * 100)
     monkeypatch.setattr(knn_module, "faiss", None)  # running top-k by torch.topk merges instead of heaps
+    monkeypatch.setattr(knn_symmetric, "faiss", None)
     sym, plain = _both(q, r, 9, y, "blas", 100)
     assert sym.symmetric
     _assert_same(sym, plain)
@@ -135,7 +138,7 @@ def test_default_takes_the_symmetric_scan_for_small_k():
 
 
 def test_column_tiles_cover_the_block_from_aligned_starts():
-    from vmf_embeddings.eval.knn import _MIN_COLS, _MIN_ROWS, _TILE_COLS, _column_tiles
+    from vmf_embeddings.eval.knn_symmetric import _MIN_COLS, _MIN_ROWS, _TILE_COLS, _column_tiles
 
     for s, n, m, budget in [(0, 60502, 1024, 256 << 20), (128, 5000, 64, 4 * 64 * 1000), (640, 700, 60, 1 << 30),
                             (0, _TILE_COLS + _MIN_COLS - 1, 1024, 256 << 20), (0, _TILE_COLS + _MIN_COLS, 1024, 1 << 30)]:
@@ -155,8 +158,8 @@ def test_column_tiles_cover_the_block_from_aligned_starts():
 def test_narrow_column_tiles_change_nothing(monkeypatch, kind, geometry, block_rows, k):
     """The CPU scan multiplies each block in column tiles; with 64-column tiles (and a stretched last one)
     instead of one tile per block here, the result is still the plain scan's and the brute force's."""
-    monkeypatch.setattr(knn_module, "_TILE_COLS", 64)
-    monkeypatch.setattr(knn_module, "_MIN_COLS", 64)
+    monkeypatch.setattr(knn_symmetric, "_TILE_COLS", 64)
+    monkeypatch.setattr(knn_symmetric, "_MIN_COLS", 64)
     x, y = DATA[kind]
     q, r = search_space(x, geometry)
     sym, plain = _both(q, r, k, y, "blas", block_rows)
@@ -178,13 +181,13 @@ def test_the_scan_restores_faiss_threads():
 def test_gram_forms():
     x, _ = DATA["gaussian"]
     q, r = search_space(x, "cosine")
-    X, v = _gram_form(q, r)
+    X, v = gram_form(q, r)
     assert X is q and v is None
     q, r = search_space(x, "euclidean")
-    X, v = _gram_form(q, r)
+    X, v = gram_form(q, r)
     np.testing.assert_array_equal(X, x)
     np.testing.assert_array_equal(v, r[:, -1])
-    assert _gram_form(*search_space(x, "hyperbolic", 0.3)) is None
+    assert gram_form(*search_space(x, "hyperbolic", 0.3)) is None
 
 
 def test_memory_stays_within_the_block_budget():
