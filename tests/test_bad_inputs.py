@@ -23,6 +23,8 @@ TINY = ["mode.epochs=1", "sampler.n_episodes=2", "mode.evaluate_at_end=false", "
 #: (overrides, regex the one-line message must match); {tmp} is the test's scratch dir
 CATALOGUE = [
     (["mode.epochs=abc"], r"^mode\.epochs='abc' must be an integer >= 1$"),
+    (["arch=inception3"], r"^arch=inception3 needs images of at least 75 x 75 px, but dataset=digits has "
+                          r"dataset\.image_size=28; use a dataset with larger images"),
     (["mode.epochs=0"], r"^mode\.epochs=0 must be an integer >= 1$"),
     (["mode.patience=-1"], r"^mode\.patience=-1 must be an integer >= 0$"),
     (["mode.max_steps_per_epoch=0"], r"^mode\.max_steps_per_epoch=0 must be an integer >= 1$"),
@@ -91,6 +93,11 @@ def test_bad_input_is_refused_in_one_line(tmp_path, overrides, pattern):
     checkpoints = tmp_path / "runs" / "run" / "checkpoints"
     if "NaN" not in pattern:
         assert not checkpoints.exists()  # refused before anything was trained or written
+
+
+def test_a_too_small_image_for_the_arch_is_refused_before_the_run_records(tmp_path):
+    refusal(["arch=inception3"], tmp_path)
+    assert not (tmp_path / "runs" / "run" / "config.yaml").exists()
 
 
 def test_the_catalogue_is_large_enough():

@@ -107,6 +107,11 @@ def build_model(cfg: DictConfig, allowed: Optional[Sequence[str]] = None) -> Emb
     check_targets(cfg.arch.backbone, _allowed(cfg, allowed), "arch.backbone")
     check_targets(cfg.method.head, _allowed(cfg, allowed), "method.head")
     backbone = instantiate(cfg.arch.backbone)
+    need, size = getattr(backbone, "min_image_size", None), cfg.dataset.get("image_size")
+    if need is not None and size is not None and int(size) < int(need):
+        raise ConfigError(f"arch={cfg.arch.name} needs images of at least {need} x {need} px, but dataset="
+                          f"{cfg.dataset.name} has dataset.image_size={size}; use a dataset with larger images "
+                          f"(or dataset.image_size >= {need} where its loader resizes)")
     head_kwargs = {}
     if cfg.arch.get("spherize", False):
         backbone = spherize_backbone(backbone, cfg)

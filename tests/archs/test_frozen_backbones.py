@@ -67,7 +67,8 @@ def test_unfrozen_trunk_trains_and_updates_batchnorm_statistics(arch):
 
 @pytest.mark.parametrize("arch", ["resnet18", "inception3"])
 def test_optimizer_never_holds_a_frozen_parameter(arch):
-    cfg = compose_config([f"arch={arch}", "arch.params.embedding_dim=8", "arch.params.freeze=true"])
+    cfg = compose_config([f"arch={arch}", "arch.params.embedding_dim=8", "arch.params.freeze=true", "dataset=synthetic",
+                          "dataset.image_size=80"])
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
     held = [p for group in optimizer.param_groups for p in group["params"]]

@@ -35,6 +35,8 @@ class TorchvisionInception3(nn.Module):
 
     #: the output is a linear layer's pre-activation: arch.spherize=true may append the spherization layer
     preactivation_output = True
+    #: build_model refuses datasets with smaller images before a run starts
+    min_image_size = MIN_SIZE
 
     def __init__(self, embedding_dim: int = 1024, pretrained: bool = False, freeze: bool = False,
                  in_channels: int = 3, aux_logits: bool = False) -> None:
