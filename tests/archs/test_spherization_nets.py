@@ -242,6 +242,18 @@ def test_spherized_accuracy_matches_the_baseline_on_digits(tmp_path, arch):
 # epoch (baseline 1.9 -> 0.002, spherized 2.0 -> 0.25) and test accuracy is 0.995-1.0 for both (chance 0.1). With
 # fewer steps the BatchNorm running statistics lag and validation accuracy can still sit at chance. CNN-9 (narrow
 # widths, same budget) is compared the same way.
+def _baseline_and_spherized(tmp_path, arch: str, budget: list, epochs: int) -> dict:
+    """Train `arch` without and with spherization; each run must log `epochs` epochs and halve its training loss.
+    Returns {spherize: test accuracy}."""
+    results = {}
+    for spherize in (False, True):
+        test, history = _train(tmp_path, f"{arch}_{spherize}", budget + [f"arch.spherize={str(spherize).lower()}"])
+        losses = [h["train/loss"] for h in history]
+        assert len(losses) == epochs and losses[-1] < 0.5 * losses[0], (spherize, losses)
+        results[spherize] = test["accuracy"]
+    return results
+
+
 TINY_32PX = {
     "vgg": ["arch=vgg", "arch.params.width=A", "arch.params.hidden=256", "arch.params.embedding_dim=256"],
     "cnn9": ["arch=cnn9", "arch.params.widths=[16,24,32]"],
@@ -252,12 +264,7 @@ TINY_32PX = {
 def test_tiny_32px_nets_train_on_synthetic_spherized_within_a_point(tmp_path, arch):
     budget = TINY_32PX[arch] + ["dataset=synthetic", "dataset.image_size=32", "mode.epochs=5", "sampler.n_episodes=10",
                                 "mode.patience=100", "optimizer=adam", "mode.learning_rate=1e-3"]
-    results = {}
-    for spherize in (False, True):
-        test, history = _train(tmp_path, f"{arch}_{spherize}", budget + [f"arch.spherize={str(spherize).lower()}"])
-        losses = [h["train/loss"] for h in history]
-        assert len(losses) == 5 and losses[-1] < 0.5 * losses[0], (spherize, losses)
-        results[spherize] = test["accuracy"]
+    results = _baseline_and_spherized(tmp_path, arch, budget, epochs=5)
     assert results[False] >= 0.8 and results[True] >= results[False] - 0.01, results
 
 
@@ -300,12 +307,7 @@ def test_fewshot_nets_train_on_synthetic_spherized_within_a_point(tmp_path, arch
     budget = TINY_FEWSHOT[arch] + ["dataset=synthetic", "dataset.image_size=16", "dataset.loader.n_per_class=100",
                                    "mode.epochs=10", "sampler.n_episodes=20", "mode.patience=100", "optimizer=adam",
                                    "mode.learning_rate=1e-3"]
-    results = {}
-    for spherize in (False, True):
-        test, history = _train(tmp_path, f"{arch}_{spherize}", budget + [f"arch.spherize={str(spherize).lower()}"])
-        losses = [h["train/loss"] for h in history]
-        assert len(losses) == 10 and losses[-1] < 0.5 * losses[0], (spherize, losses)
-        results[spherize] = test["accuracy"]
+    results = _baseline_and_spherized(tmp_path, arch, budget, epochs=10)
     assert results[False] >= 0.95 and results[True] >= results[False] - 0.01, results
 
 
