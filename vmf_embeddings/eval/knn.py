@@ -250,23 +250,20 @@ def _knn_scan(q, r, k, labels, with_ranks, max_rank, name, dev, block_bytes, sym
     use_torch = name == "torch"
     if symmetric is None:
         symmetric = k + 1 <= _AUTO_MAX_KK
-    if not use_torch:
-        qn, rn = _as_numpy32(q), _as_numpy32(r)
-        form = gram_form(qn, rn) if symmetric else None
-        if form is not None:
-            return scan_symmetric(*form, k, labels, with_ranks, max_rank, name, block_bytes)
-        return _scan_plain(qn, rn, k, labels, with_ranks, max_rank, name, dev, block_bytes)
-    qt = torch.as_tensor(q).to(dev, torch.float32)
-    rt = torch.as_tensor(r).to(dev, torch.float32)
-    prec = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    if use_torch:
+        q, r = torch.as_tensor(q).to(dev, torch.float32), torch.as_tensor(r).to(dev, torch.float32)
+        prec = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+    else:
+        q, r = _as_numpy32(q), _as_numpy32(r)
     try:
-        form = gram_form(qt, rt) if symmetric else None
+        form = gram_form(q, r) if symmetric else None
         if form is not None:
             return scan_symmetric(*form, k, labels, with_ranks, max_rank, name, block_bytes)
-        return _scan_plain(qt, rt, k, labels, with_ranks, max_rank, name, dev, block_bytes)
+        return _scan_plain(q, r, k, labels, with_ranks, max_rank, name, dev, block_bytes)
     finally:
-        torch.set_float32_matmul_precision(prec)
+        if use_torch:
+            torch.set_float32_matmul_precision(prec)
 
 
 def _scan_plain(q, r, k, labels, with_ranks, max_rank, name, dev, block_bytes) -> KnnResult:

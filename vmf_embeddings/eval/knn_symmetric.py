@@ -54,10 +54,10 @@ import torch
 
 from .knn import KnnResult, _block_ranks, _block_rows, _exact_row, _label_layout, _sort_candidates, faiss
 
-#: the symmetric scan hands a block's transposed scores to the running top-k at least _PIECE columns
-#: at a time; above _FILTER_MAX_KK candidates per row it copies them transposed in _PIECE x _TILE tiles
-#: (a plain strided copy of a large block ran ~4x slower on a 2-core Xeon), at or below it it picks
-#: the few scores that can enter a row's top-k from the block as it lies
+#: above _FILTER_MAX_KK candidates per row the symmetric scan hands a tile's scores to the later rows'
+#: heaps through a transposed copy made in _PIECE x _TILE pieces (a plain strided copy of a large block
+#: ran ~4x slower on a 2-core Xeon); at or below it, it picks the few scores that can enter a row's
+#: top-k from the tile as it lies. Without faiss, CPU torch.topk merges take _PIECE columns at a time
 _PIECE = 512
 _TILE = 128
 _FILTER_MAX_KK = 64
@@ -134,47 +134,39 @@ class _HeapTopK:
     def add_columns(self, S: np.ndarray, row0: int, col0: int, offset: Optional[np.ndarray]) -> None:
         """Offer S[a, j] (+ offset[a]) to row row0 + j as item col0 + a: S's transpose.
 
-        A quarter of S's columns at a time (few heap calls: each is an OpenMP region). For small k,
-        only scores above a row's current (k + 1)-th best can enter its heap (equal ones neither), so
-        those are picked from S as it lies, cheaper than transposing it, and handed to the heaps
-        padded with -inf; for large k so many pass that a tiled transposed copy is cheaper.
+        S is one column tile of the scan (`_column_tiles` bounds its width), offered in one heap call. For small
+        k, only scores above a row's current (k + 1)-th best can enter its heap (equal ones neither), so those
+        are picked from S as it lies, cheaper than transposing it, and handed to the heaps padded with -inf;
+        for large k so many pass that a tiled transposed copy is cheaper.
         """
         m, w = S.shape
-        step = w if w <= _TILE_COLS + _MIN_COLS else min(w, max(_PIECE, -(-w // 4)))
-        need = m * step
-        if self.buf.size < need:
-            self.buf = np.empty(need, np.float32)
-        for a in range(0, w, step):
-            c = min(step, w - a)
-            if self.kk > _FILTER_MAX_KK:
-                T = self.buf[: c * m].reshape(c, m)
-                for p in range(0, c, _PIECE):
-                    for t in range(0, m, _TILE):
-                        src = S[t:t + _TILE, a + p:a + min(c, p + _PIECE)].T
-                        dst = T[p:p + _PIECE, t:t + _TILE]
-                        if offset is None:
-                            np.copyto(dst, src)
-                        else:
-                            np.add(src, offset[None, t:t + _TILE], out=dst)
-                self.add_rows(T, row0 + a, col0)
-                continue
-            part = S[:, a:a + c]
-            if offset is not None:
-                part = np.add(part, offset[:, None], out=self.buf[: m * c].reshape(m, c))
-            top = self.v[row0 + a:row0 + a + c, 0]  # each heap's smallest kept score
-            ai, ji, vals = _above(part, top)
-            if len(ai) == 0:
-                continue
-            lo, hi = int(ji[0]), int(ji[-1]) + 1
-            cnt = np.bincount(ji - lo, minlength=hi - lo)
-            width = int(cnt.max())
-            pos = np.arange(len(ji)) - (np.cumsum(cnt) - cnt)[ji - lo]
-            V = np.full((hi - lo, width), -np.inf, np.float32)
-            ids = np.full((hi - lo, width), -1, np.int64)
-            V[ji - lo, pos] = vals
-            ids[ji - lo, pos] = ai + col0
-            self.heap.addn_with_ids(width, faiss.swig_ptr(V), faiss.swig_ptr(ids), width, int(row0 + a + lo),
-                                    hi - lo)
+        if self.buf.size < m * w:
+            self.buf = np.empty(m * w, np.float32)
+        if self.kk > _FILTER_MAX_KK:
+            T = self.buf[: w * m].reshape(w, m)
+            for p in range(0, w, _PIECE):
+                for t in range(0, m, _TILE):
+                    src, dst = S[t:t + _TILE, p:p + _PIECE].T, T[p:p + _PIECE, t:t + _TILE]
+                    if offset is None:
+                        np.copyto(dst, src)
+                    else:
+                        np.add(src, offset[None, t:t + _TILE], out=dst)
+            self.add_rows(T, row0, col0)
+            return
+        part = S if offset is None else np.add(S, offset[:, None], out=self.buf[: m * w].reshape(m, w))
+        top = self.v[row0:row0 + w, 0]  # each heap's smallest kept score
+        ai, ji, vals = _above(part, top)
+        if len(ai) == 0:
+            return
+        lo, hi = int(ji[0]), int(ji[-1]) + 1
+        cnt = np.bincount(ji - lo, minlength=hi - lo)
+        width = int(cnt.max())
+        pos = np.arange(len(ji)) - (np.cumsum(cnt) - cnt)[ji - lo]
+        V = np.full((hi - lo, width), -np.inf, np.float32)
+        ids = np.full((hi - lo, width), -1, np.int64)
+        V[ji - lo, pos] = vals
+        ids[ji - lo, pos] = ai + col0
+        self.heap.addn_with_ids(width, faiss.swig_ptr(V), faiss.swig_ptr(ids), width, int(row0 + lo), hi - lo)
 
     def result(self) -> Tuple[np.ndarray, np.ndarray]:
         """Every row's candidates sorted by score, best first."""
@@ -279,37 +271,31 @@ def _column_tiles(s: int, n: int, m: int, block_bytes: int) -> list:
 
 
 def _symmetric_blocks(X, XT, v, bounds, b, top, block_bytes, use_torch) -> None:
-    """Offer every score of one triangle of S = X X^T (+ v_j) to both its row's and its column's running top-k."""
+    """Offer every score of one triangle of S = X X^T (+ v_j) to both its row's and its column's running top-k.
+
+    On CPU each block is multiplied in column tiles that stay in cache while the heaps read them (feeding heaps
+    from a block in main memory took ~2x as long); with torch (CUDA) a block is one tile.
+    """
     n = int(X.shape[0])
     buf = None
     for s, e in reversed(list(zip(bounds[:-1], bounds[1:]))):
         m = e - s
-        if use_torch:
-            G = X[s:e] @ XT[:, s:]
-            if e < n:  # rows e..n-1 against this block's columns, from the transpose (before v is added)
-                top.add_columns(G[:, m:], e, s, None if v is None else v[s:e])
-            if v is not None:
-                G += v[None, s:]
-            diag = torch.arange(m, device=X.device)
-            G[diag, diag] = -math.inf
-            top.add_rows(G, s, s)
-            continue
-        # CPU: the block's product in column tiles that stay in cache while the heaps read them (feeding
-        # heaps from a block in main memory took ~2x as long)
-        cuts = _column_tiles(s, n, m, block_bytes)
-        if buf is None:  # any block's widest tile: _column_tiles stretches the last by < _MIN_COLS
-            buf = np.empty(b * min(n, _TILE_COLS + _MIN_COLS), np.float32)
+        cuts = [s, n] if use_torch else _column_tiles(s, n, m, block_bytes)
         for c0, c1 in zip(cuts[:-1], cuts[1:]):
-            G = buf[: m * (c1 - c0)].reshape(m, c1 - c0)
-            np.matmul(X[s:e], XT[:, c0:c1], out=G)
+            if use_torch:
+                G = X[s:e] @ XT[:, c0:c1]
+            else:
+                if buf is None:  # any block's widest tile: _column_tiles stretches the last by < _MIN_COLS
+                    buf = np.empty(b * min(n, _TILE_COLS + _MIN_COLS), np.float32)
+                G = np.matmul(X[s:e], XT[:, c0:c1], out=buf[: m * (c1 - c0)].reshape(m, c1 - c0))
             if c1 > e:  # later rows against this block's columns, from the transpose (before v is added)
                 a0 = max(e, c0)
                 top.add_columns(G[:, a0 - c0:], a0, s, None if v is None else v[s:e])
             if v is not None:
                 G += v[None, c0:c1]
             if c0 < e:  # the block's own diagonal
-                diag = np.arange(c0, min(c1, e))
-                G[diag - s, diag - c0] = -np.inf
+                diag = torch.arange(c0, min(c1, e), device=X.device) if use_torch else np.arange(c0, min(c1, e))
+                G[diag - s, diag - c0] = -math.inf
             top.add_rows(G, s, c0)
 
 
@@ -390,8 +376,7 @@ def scan_symmetric(X, v, k, labels, with_ranks, max_rank, name, block_bytes) -> 
             ranks[rest[ok]] = pos[ok]
             rest = rest[~ok]
             del ci, cv, pos_same
-        todo = rest
         top = cand_v = cand_i = None  # free the candidate lists before the rows recomputed below
-        for rows, S in _full_rows(X, XT, v, todo, b):
+        for rows, S in _full_rows(X, XT, v, rest, b):
             ranks[rows] = _block_ranks(S, rows, out_i[rows], labels, order, counts, starts, width, big, use_torch)
     return KnnResult(out_i, out_v, ranks, name, symmetric=True)
